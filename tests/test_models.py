@@ -1,0 +1,200 @@
+"""Specification of the encoder, predictor, tubelet embedding and sin-cos positions."""
+
+import numpy as np
+import pytest
+import torch
+
+from vjepa.models import (
+    ENCODER_SIZES,
+    PatchEmbed3D,
+    Predictor,
+    VisionTransformer,
+    build_encoder,
+    get_3d_sincos_pos_embed,
+    interpolate_pos_embed,
+)
+
+torch.set_num_threads(1)
+
+# A tiny clip: 8 frames of 32x32 with tubelet 2 and patch 8 -> a (4, 4, 4) grid of 64 tokens.
+TINY = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2)
+GRID = (4, 4, 4)
+
+
+def tiny_encoder(**kwargs) -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(**{**TINY, "embed_dim": 48, "depth": 2, "num_heads": 3, **kwargs}).eval()
+
+
+def tiny_predictor(**kwargs) -> Predictor:
+    torch.manual_seed(0)
+    sizes = dict(embed_dim=48, predictor_embed_dim=24, depth=2, num_heads=2)
+    return Predictor(**{**TINY, **sizes, **kwargs}).eval()
+
+
+def clip(batch: int = 2, frames: int = 8, size: int = 32) -> torch.Tensor:
+    return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def test_vit_large_has_about_304m_parameters():
+    with torch.device("meta"):  # shapes only: allocating and initialising 304M weights is not the point
+        model = build_encoder("vit_large", img_size=224, num_frames=16)
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 303e6 <= count <= 305e6
+
+
+def test_build_encoder_uses_size_defaults_unless_overridden_by_a_non_none_value():
+    model = build_encoder("vit_micro", depth=None, num_heads=None, embed_dim=None, **TINY)
+    assert (model.embed_dim, model.depth, model.num_heads) == (96, 4, 3)
+    assert build_encoder("vit_micro", depth=1, **TINY).depth == 1
+
+
+def test_build_encoder_rejects_unknown_names_listing_the_known_ones():
+    with pytest.raises(ValueError, match="vit_large"):
+        build_encoder("vit_enormous")
+
+
+def test_giant_sizes_use_the_official_mlp_widths():
+    assert int(1408 * ENCODER_SIZES["vit_giant"]["mlp_ratio"]) == 6144
+    assert int(1664 * ENCODER_SIZES["vit_gigantic"]["mlp_ratio"]) == 8192
+
+
+def test_encoder_returns_all_tokens_or_only_the_kept_ones():
+    model = tiny_encoder()
+    x = clip()
+    assert model.token_grid(x) == GRID
+    assert model(x).shape == (2, 64, 48)
+    keep = torch.stack([torch.arange(10), torch.arange(20, 30)])
+    assert model(x, masks=keep).shape == (2, 10, 48)
+
+
+def test_masked_tokens_never_enter_the_encoder():
+    model = tiny_encoder()
+    x = clip()
+    keep = torch.arange(16, 64).expand(2, -1)  # drop every token of the first tubelet (frames 0-1)
+    changed = x.clone()
+    changed[:, :, :2] = torch.randn_like(changed[:, :, :2])
+    with torch.no_grad():
+        assert torch.equal(model(x, masks=keep), model(changed, masks=keep))
+        # ...while without a mask the same change reaches every token through attention.
+        assert not torch.allclose(model(x)[:, 16:], model(changed)[:, 16:])
+
+
+def test_encoder_runs_on_a_larger_clip_by_interpolating_positions():
+    model = tiny_encoder()
+    with torch.no_grad():
+        assert model(clip(frames=12, size=48)).shape == (2, 6 * 6 * 6, 48)
+
+
+def test_interpolating_positions_to_the_same_grid_returns_the_table():
+    table = torch.from_numpy(get_3d_sincos_pos_embed(48, *GRID)).float().unsqueeze(0)
+    assert interpolate_pos_embed(table, GRID, GRID) is table
+    resized = interpolate_pos_embed(table, GRID, (2, 8, 6))
+    assert resized.shape == (1, 2 * 8 * 6, 48)
+
+
+def test_interpolation_keeps_a_table_that_is_constant_along_the_resized_axis():
+    table = torch.from_numpy(get_3d_sincos_pos_embed(48, 1, 4, 4)).float().unsqueeze(0)
+    resized = interpolate_pos_embed(table, (1, 4, 4), (3, 4, 4))
+    assert torch.allclose(resized.reshape(3, 16, 48), table.reshape(1, 16, 48).expand(3, -1, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("uniform_power", [False, True])
+def test_sincos_table_has_distinct_bounded_rows(uniform_power):
+    table = get_3d_sincos_pos_embed(48, *GRID, uniform_power=uniform_power)
+    assert table.shape == (64, 48)
+    assert np.abs(table).max() <= 1.0
+    assert len(np.unique(table.round(6), axis=0)) == 64
+
+
+def test_sincos_table_gives_time_half_the_channels_unless_uniform_power():
+    table = get_3d_sincos_pos_embed(48, *GRID)
+    frame_rows = table.reshape(4, 16, 48)
+    # Time channels (first 24) change only with t; height/width channels (last 24) only within a frame.
+    assert np.allclose(frame_rows[:, :1, :24], frame_rows[:, :, :24])
+    assert np.allclose(frame_rows[:1, :, 24:], frame_rows[:, :, 24:])
+    uniform = get_3d_sincos_pos_embed(48, *GRID, uniform_power=True).reshape(4, 16, 48)
+    assert np.allclose(uniform[:, :1, :16], uniform[:, :, :16])
+    assert not np.allclose(uniform[:, :1, :24], uniform[:, :, :24])
+
+
+def test_sincos_table_is_t_major():
+    table = get_3d_sincos_pos_embed(48, 2, 3, 5).reshape(2, 3, 5, 48)
+    assert np.allclose(table[0, :, :, :24], table[0, 0, 0, :24])  # same frame, same time code
+    assert np.allclose(table[:, 1, :, 24:36], table[0, 1, 0, 24:36])  # same row, same height code
+    assert np.allclose(table[:, :, 2, 36:], table[0, 0, 2, 36:])  # same column, same width code
+
+
+def test_predictor_returns_one_prediction_per_target_that_depends_on_the_context():
+    predictor = tiny_predictor(zero_init_mask_tokens=False, num_mask_tokens=2)
+    ctx_idx = torch.arange(0, 40).expand(2, -1)
+    tgt_idx = torch.arange(40, 64).expand(2, -1)
+    ctx = torch.randn(2, 40, 48)
+    with torch.no_grad():
+        out = predictor(ctx, ctx_idx, tgt_idx)
+        assert out.shape == (2, 24, 48)
+        assert not torch.allclose(out, predictor(ctx + 1.0, ctx_idx, tgt_idx))
+        assert not torch.allclose(out, predictor(ctx, ctx_idx, tgt_idx, mask_index=1))
+
+
+def test_predictor_runs_on_another_grid():
+    predictor = tiny_predictor()
+    ctx_idx = torch.arange(0, 100).expand(2, -1)
+    tgt_idx = torch.arange(100, 216).expand(2, -1)
+    with torch.no_grad():
+        assert predictor(torch.randn(2, 100, 48), ctx_idx, tgt_idx, grid=(6, 6, 6)).shape == (2, 116, 48)
+
+
+def test_state_dict_keys_match_the_official_vjepa_names():
+    keys = set(tiny_encoder().state_dict()) | set(tiny_predictor().state_dict())
+    official = {
+        "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "blocks.0.norm1.weight",
+        "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight",
+        "blocks.1.mlp.fc1.weight", "blocks.1.mlp.fc2.weight", "norm.weight", "norm.bias",
+        "predictor_embed.weight", "mask_tokens.0", "predictor_pos_embed",
+        "predictor_blocks.0.mlp.fc1.weight", "predictor_norm.weight", "predictor_proj.weight",
+    }
+    assert official <= keys
+
+
+def test_position_tables_are_not_trained():
+    assert not tiny_encoder().pos_embed.requires_grad
+    assert not tiny_predictor().predictor_pos_embed.requires_grad
+
+
+def test_residual_projections_are_scaled_down_with_depth():
+    model = tiny_encoder(depth=8, embed_dim=96)
+    first, last = model.blocks[0].mlp.fc2.weight.std(), model.blocks[7].mlp.fc2.weight.std()
+    assert (first / last).item() == pytest.approx(8**0.5, rel=0.1)  # sqrt(2*8) / sqrt(2*1)
+    assert torch.all(model.blocks[0].attn.qkv.bias == 0)
+
+
+def test_intermediate_layers_end_with_the_forward_output():
+    model = tiny_encoder(depth=3)
+    x = clip()
+    with torch.no_grad():
+        last_two = model.get_intermediate_layers(x, n=2)
+        chosen = model.get_intermediate_layers(x, n=[0, -1])
+        assert len(last_two) == 2 and len(chosen) == 2
+        assert torch.allclose(last_two[-1], model(x), atol=1e-6)
+        assert torch.allclose(chosen[-1], last_two[-1]) and not torch.allclose(chosen[0], last_two[0])
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_encoder(use_activation_checkpointing=checkpointing).train()
+        model(clip(), masks=torch.arange(8, 40).expand(2, -1)).square().mean().backward()
+        grads.append([p.grad for p in model.parameters() if p.requires_grad])
+    for plain, checkpointed in zip(*grads):
+        assert torch.allclose(plain, checkpointed, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, dimension", [((1, 3, 7, 32, 32), "T"), ((1, 3, 8, 30, 32), "H"), ((1, 3, 8, 32, 36), "W")]
+)
+def test_input_that_does_not_tile_names_the_dimension(shape, dimension):
+    with pytest.raises(ValueError, match=f"input {dimension} "):
+        PatchEmbed3D(patch_size=8, tubelet_size=2, in_chans=3, embed_dim=16)(torch.zeros(shape))
+    with pytest.raises(ValueError, match=f"input {dimension} "):
+        tiny_encoder()(torch.zeros(shape))

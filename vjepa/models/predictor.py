@@ -1,0 +1,96 @@
+"""The V-JEPA predictor: a narrow ViT that fills mask tokens at target positions from context tokens.
+
+Parameter names match the official V-JEPA predictor (facebookresearch/jepa).
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from torch import Tensor
+
+from vjepa.models.pos_embed import get_3d_sincos_pos_embed, interpolate_pos_embed
+from vjepa.models.vit import (
+    build_blocks,
+    gather_tokens,
+    init_weights,
+    norm_layer,
+    rescale_residual_projections,
+    run_blocks,
+)
+
+
+class Predictor(nn.Module):
+    """Maps encoder context tokens [B, Nc, D] to predictions of the target tokens [B, Nt, D]."""
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        num_frames: int = 16,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        embed_dim: int = 768,
+        predictor_embed_dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        uniform_power: bool = False,
+        num_mask_tokens: int = 1,
+        zero_init_mask_tokens: bool = True,
+        use_activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.predictor_embed_dim = predictor_embed_dim
+        self.depth = depth
+        self.use_activation_checkpointing = use_activation_checkpointing
+        self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        self.num_patches = math.prod(self.grid)
+
+        self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim)
+        # One learned token per mask configuration (e.g. short- and long-range blocks), as in V-JEPA.
+        self.mask_tokens = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
+        )
+        table = get_3d_sincos_pos_embed(predictor_embed_dim, *self.grid, uniform_power=uniform_power)
+        self.predictor_pos_embed = nn.Parameter(
+            torch.from_numpy(table).float().unsqueeze(0), requires_grad=False
+        )
+        self.predictor_blocks = build_blocks(
+            predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate
+        )
+        self.predictor_norm = norm_layer(predictor_embed_dim)
+        self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
+
+        if not zero_init_mask_tokens:
+            for token in self.mask_tokens:
+                trunc_normal_(token, std=0.02)
+        self.apply(init_weights)
+        rescale_residual_projections(self.predictor_blocks)
+
+    def forward(
+        self,
+        ctx: Tensor,
+        ctx_idx: Tensor,
+        tgt_idx: Tensor,
+        mask_index: int = 0,
+        grid: tuple[int, int, int] | None = None,
+    ) -> Tensor:
+        """Predict target tokens.
+
+        ctx [B, Nc, D] are encoder outputs at token indices ctx_idx [B, Nc]; tgt_idx [B, Nt] are the
+        token indices to predict; mask_index picks the mask token; grid (t, h, w) is the clip's token
+        grid when it differs from the configured one. Returns [B, Nt, D].
+        """
+        pos_embed = interpolate_pos_embed(self.predictor_pos_embed, self.grid, grid or self.grid)
+        x = self.predictor_embed(ctx) + gather_tokens(pos_embed, ctx_idx)
+        batch, num_targets = tgt_idx.shape
+        targets = self.mask_tokens[mask_index].expand(batch, num_targets, -1)
+        targets = targets + gather_tokens(pos_embed, tgt_idx)
+        x = torch.cat([x, targets], dim=1)
+        x = run_blocks(self.predictor_blocks, x, self.use_activation_checkpointing and self.training)
+        x = self.predictor_norm(x[:, -num_targets:])
+        return self.predictor_proj(x)

@@ -1,0 +1,59 @@
+"""AdamW with weight-decay groups, and the step-indexed schedules of V-JEPA.
+
+Every schedule is a pure function of the step, so a resumed run needs no schedule state and every
+DDP rank computes the same value.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+    """Two AdamW groups: weights decay; biases and norm gains (all 1-D tensors) do not."""
+    decay, no_decay = [], []
+    for module in modules:
+        for p in module.parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "apply_wd": True},
+        {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
+    ]
+
+
+def build_optimizer(modules: Iterable[nn.Module], lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
+    groups = param_groups(modules, weight_decay)
+    # foreach keeps the update to a few large kernels instead of one per tensor
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, foreach=True)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, start: float, peak: float, final: float) -> float:
+    """Linear warm-up from `start` to `peak`, then cosine decay to `final` at `total_steps`."""
+    if step < warmup_steps:
+        return start + (peak - start) * step / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def cosine(step: int, total_steps: int, start: float, final: float) -> float:
+    """Cosine from `start` to `final` (used for weight decay, which rises in V-JEPA)."""
+    progress = min(1.0, step / max(1, total_steps))
+    return final + (start - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def linear(step: int, total_steps: int, start: float, final: float) -> float:
+    """Linear from `start` to `final` (the EMA momentum schedule of V-JEPA)."""
+    progress = min(1.0, step / max(1, total_steps))
+    return start + (final - start) * progress
+
+
+def set_lr_wd(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if group.get("apply_wd", True):
+            group["weight_decay"] = weight_decay
