@@ -1,0 +1,196 @@
+"""Scenes of rigid discs and boxes in a walled box, sampled at random and simulated with pymunk.
+
+Coordinates are image pixels: x to the right, y downwards, so gravity is +y. A scene is pure
+data (`Scene`); `simulate` builds a pymunk space from it and records every object's pose at each
+frame in a `Trajectory`. The trajectory also carries per-frame visibility and colour, which the
+renderer obeys, so a violation-of-expectation clip is an ordinary clip with one intervention:
+`on_frame` edits the physical state (teleport, remove a body, let it through a wall) and the
+caller edits `visible` / `colour` (vanish, change colour) before rendering.
+"""
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+import numpy as np
+import pymunk
+
+if TYPE_CHECKING:
+    from vjepa.world.generate import WorldConfig
+
+DISC, BOX = 0, 1
+WALL_TYPE, OBJECT_TYPE = 1, 2
+WALL_THICKNESS = 10.0  # thick walls so a fast object cannot tunnel through in one substep
+PLACEMENT_TRIES = 1000
+
+
+@dataclass
+class ObjectSpec:
+    shape: int  # DISC or BOX
+    mass: float
+    size: float  # disc radius or box half-side, px
+    elasticity: float
+    friction: float
+    colour: tuple[int, int, int]
+    x0: float
+    y0: float
+    vx0: float
+    vy0: float
+    angle0: float = 0.0
+
+
+@dataclass
+class Scene:
+    size: int  # the box is size x size px; walls lie just outside it
+    gravity: float  # px/s^2, pointing down
+    objects: list[ObjectSpec]
+    occluder: Optional[tuple[float, float]] = None  # [x_left, x_right) of a grey band drawn in front
+
+
+@dataclass
+class Trajectory:
+    position: np.ndarray  # [T, N, 2] float, px
+    angle: np.ndarray  # [T, N] float, radians
+    visible: np.ndarray  # [T, N] bool
+    colour: np.ndarray  # [T, N, 3] uint8
+    n_collisions: int = 0  # object-object contacts begun
+    n_wall_bounces: int = 0  # object-wall contacts begun
+
+
+OnFrame = Callable[[int, pymunk.Space, Sequence[pymunk.Body]], None]
+
+
+def distinct_colours(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
+    """Saturated colours with hues spread around the wheel, so objects never look alike."""
+    h0 = rng.uniform()
+    colours = []
+    for k in range(n):
+        h = (h0 + k / n + rng.uniform(-0.1, 0.1) / n) % 1.0
+        s, v = rng.uniform(0.75, 1.0), rng.uniform(0.65, 0.95)
+        colours.append(tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v)))
+    return colours
+
+
+def _place(rng: np.random.Generator, size: int, radius: float, placed: list[tuple[float, float, float]]):
+    """A centre inside the walls whose bounding circle overlaps none already placed."""
+    for _ in range(PLACEMENT_TRIES):
+        x, y = rng.uniform(radius, size - radius, size=2)
+        if all((x - px) ** 2 + (y - py) ** 2 > (radius + pr + 1.0) ** 2 for px, py, pr in placed):
+            return float(x), float(y)
+    raise ValueError(
+        f"cannot place {len(placed) + 1} non-overlapping objects in a {size}px box; "
+        "lower world config keys 'max_objects' or 'object_size', or raise 'size'"
+    )
+
+
+def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
+    """A random scene: object count, shapes, masses, sizes, materials, poses, velocities, gravity."""
+    n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    gravity = float(rng.uniform(*cfg.gravity))
+    colours = distinct_colours(rng, n)
+    objects, placed = [], []
+    for k in range(n):
+        shape = BOX if rng.uniform() < cfg.box_prob else DISC
+        size = float(rng.uniform(*cfg.object_size))
+        bound = size * (math.sqrt(2.0) if shape == BOX else 1.0)
+        x, y = _place(rng, cfg.size, bound, placed)
+        placed.append((x, y, bound))
+        speed, heading = rng.uniform(*cfg.speed), rng.uniform(0.0, 2.0 * math.pi)
+        objects.append(ObjectSpec(
+            shape=shape,
+            mass=float(rng.uniform(*cfg.mass)),
+            size=size,
+            elasticity=float(rng.uniform(*cfg.elasticity)),
+            friction=float(rng.uniform(*cfg.friction)),
+            colour=colours[k],
+            x0=x, y0=y,
+            vx0=float(speed * math.cos(heading)), vy0=float(speed * math.sin(heading)),
+            angle0=float(rng.uniform(0.0, 0.5 * math.pi)) if shape == BOX else 0.0,
+        ))
+    occluder = None
+    if rng.uniform() < cfg.occluder_prob:
+        width = rng.uniform(cfg.size / 8, cfg.size / 5)
+        left = rng.uniform(0.0, cfg.size - width)
+        occluder = (float(left), float(left + width))
+    return Scene(size=cfg.size, gravity=gravity, objects=objects, occluder=occluder)
+
+
+def _add_walls(space: pymunk.Space, size: int) -> None:
+    r, s = WALL_THICKNESS, float(size)
+    # segment centre lines sit r outside the box, so the wall faces are exactly its edges
+    ends = [((-r, s + r), (s + r, s + r)), ((-r, -r), (s + r, -r)), ((-r, -r), (-r, s + r)), ((s + r, -r), (s + r, s + r))]
+    for a, b in ends:
+        wall = pymunk.Segment(space.static_body, a, b, r)
+        wall.elasticity = 1.0  # pymunk multiplies elasticities, so the object's own value decides
+        wall.friction = 1.0
+        wall.collision_type = WALL_TYPE
+        space.add(wall)
+
+
+def _add_object(space: pymunk.Space, obj: ObjectSpec) -> pymunk.Body:
+    if obj.shape == DISC:
+        body = pymunk.Body(obj.mass, pymunk.moment_for_circle(obj.mass, 0.0, obj.size))
+        shape = pymunk.Circle(body, obj.size)
+    else:
+        side = 2.0 * obj.size
+        body = pymunk.Body(obj.mass, pymunk.moment_for_box(obj.mass, (side, side)))
+        shape = pymunk.Poly.create_box(body, (side, side))
+    body.position = (obj.x0, obj.y0)
+    body.velocity = (obj.vx0, obj.vy0)
+    body.angle = obj.angle0
+    shape.elasticity = obj.elasticity
+    shape.friction = obj.friction
+    shape.collision_type = OBJECT_TYPE
+    space.add(body, shape)
+    return body
+
+
+def build_space(scene: Scene) -> tuple[pymunk.Space, list[pymunk.Body], dict[str, int]]:
+    """The pymunk space of a scene, its object bodies in scene order, and live contact counters."""
+    space = pymunk.Space()
+    space.gravity = (0.0, scene.gravity)
+    _add_walls(space, scene.size)
+    bodies = [_add_object(space, obj) for obj in scene.objects]
+    counts = {"collisions": 0, "wall_bounces": 0}
+
+    def count(key: str):
+        def begin(arbiter: pymunk.Arbiter, space: pymunk.Space, data) -> None:
+            counts[key] += 1
+        return begin
+
+    space.on_collision(OBJECT_TYPE, OBJECT_TYPE, begin=count("collisions"))
+    space.on_collision(WALL_TYPE, OBJECT_TYPE, begin=count("wall_bounces"))
+    return space, bodies, counts
+
+
+def simulate(scene: Scene, frames: int, fps: int, substeps: int, on_frame: Optional[OnFrame] = None) -> Trajectory:
+    """Step the scene at `fps * substeps` Hz and record each object's pose at every frame.
+
+    `on_frame(t, space, bodies)` runs just before frame t is recorded and may change the state;
+    frame 0 is the initial state.
+    """
+    space, bodies, counts = build_space(scene)
+    n = len(bodies)
+    position = np.zeros((frames, n, 2), dtype=np.float64)
+    angle = np.zeros((frames, n), dtype=np.float64)
+    dt = 1.0 / (fps * substeps)
+    for t in range(frames):
+        if t > 0:
+            for _ in range(substeps):
+                space.step(dt)
+        if on_frame is not None:
+            on_frame(t, space, bodies)
+        for k, body in enumerate(bodies):
+            position[t, k] = body.position
+            angle[t, k] = body.angle
+    colour = np.array([obj.colour for obj in scene.objects], dtype=np.uint8).reshape(1, n, 3)
+    return Trajectory(
+        position=position,
+        angle=angle,
+        visible=np.ones((frames, n), dtype=bool),
+        colour=np.repeat(colour, frames, axis=0),
+        n_collisions=counts["collisions"],
+        n_wall_bounces=counts["wall_bounces"],
+    )
