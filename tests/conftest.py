@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny physics world generated once per test session (no downloads)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores here: keep torch from oversubscribing them alongside data-loader workers.
+torch.set_num_threads(2)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """24 train / 8 val clips of 16 frames at 32x32, from the real generator."""
+    from vjepa.config import load_config
+    from vjepa.world.generate import WorldConfig, generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    cfg = load_config(WorldConfig, REPO / "configs/world/default.yaml",
+                      [f"output={out}", "num_train=24", "num_val=8", "frames=16", "size=32",
+                       "object_size=[2.0,5.0]", "workers=1"])
+    generate_world(cfg)
+    return out
+
+
+def tiny_pretrain_config(world: Path, output: Path, *overrides: str):
+    """A micro V-JEPA on the tiny world: 8 frames at 32x32, patch 8, tubelet 2 -> 4x4x4 tokens."""
+    from vjepa.config import load_config
+    from vjepa.train import PretrainConfig
+
+    base = [
+        f"data.train_list={world / 'train.txt'}", f"output={output}",
+        "data.frames_per_clip=8", "data.frame_step=2", "data.crop_size=32", "data.batch_size=4",
+        "data.num_workers=0", "model.name=vit_micro", "model.depth=2", "model.pred_depth=1",
+        "model.pred_embed_dim=48", "optimization.steps=6", "optimization.warmup_steps=2",
+        "logging.progress=false", "logging.checkpoint_every=100", "logging.rankme_every=2",
+    ]
+    return load_config(PretrainConfig, REPO / "configs/pretrain/tiny_world.yaml", [*base, *overrides])

@@ -1,0 +1,107 @@
+"""Pretraining end to end on the real (tiny) world: run folder, exact resume, failure modes."""
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_pretrain_config
+from vjepa.checkpoint import load_checkpoint
+from vjepa.data import DataError
+from vjepa.train import PretrainConfig, TrainingDiverged, build_networks, pretrain
+from vjepa.config import load_config
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_pretraining_writes_config_log_plot_and_official_checkpoint_keys(tiny_world, tmp_path):
+    cfg = tiny_pretrain_config(tiny_world, tmp_path / "run")
+    pretrain(cfg)
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file() and (run / "curves.png").is_file()
+    rows = read_rows(run / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(6))
+    assert all(float(r["loss"]) > 0 and float(r["clips_per_s"]) > 0 for r in rows)
+    assert float(rows[0]["rankme"]) > 1 and rows[1]["rankme"] == ""  # every rankme_every steps
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert {"encoder", "predictor", "target_encoder", "opt", "epoch", "step", "config"} <= set(ckpt)
+    assert ckpt["step"] == 6 and ckpt["config"]["model"]["name"] == "vit_micro"
+    assert "pos_embed" in ckpt["encoder"] and "mask_tokens.2" in ckpt["predictor"]  # three mask configs
+
+
+def test_resumed_run_continues_with_exactly_the_uninterrupted_losses(tiny_world, tmp_path):
+    # schedules span 8 steps in both runs; the interrupted one stops at 4, then resumes to 8
+    common = ["optimization.schedule_steps=8", "logging.checkpoint_every=2", "data.num_workers=1"]
+    pretrain(tiny_pretrain_config(tiny_world, tmp_path / "full", *common, "optimization.steps=8"))
+    pretrain(tiny_pretrain_config(tiny_world, tmp_path / "split", *common, "optimization.steps=4"))
+    pretrain(tiny_pretrain_config(tiny_world, tmp_path / "split", *common, "optimization.steps=8", "resume=true"))
+
+    full = read_rows(tmp_path / "full" / "log.csv")
+    split = read_rows(tmp_path / "split" / "log.csv")
+    assert [r["step"] for r in split] == [str(s) for s in range(8)]  # no duplicated rows after resume
+    assert [r["loss"] for r in split] == [r["loss"] for r in full]
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
+    for key in ("encoder", "predictor", "target_encoder"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=2"))
+    good = load_checkpoint(run / "checkpoints" / "latest.pt")
+    blow_up = ["resume=true", "optimization.steps=6", "optimization.warmup_steps=0", "optimization.lr=1e30",
+               "optimization.final_lr=1e30", "optimization.clip_grad=0", "logging.checkpoint_every=1"]
+    with pytest.raises(TrainingDiverged, match="latest.pt"):
+        pretrain(tiny_pretrain_config(tiny_world, run, *blow_up))
+    kept = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert kept["step"] == 2
+    assert all(torch.equal(v, kept["encoder"][k]) for k, v in good["encoder"].items())
+
+
+def test_unreadable_videos_are_skipped_and_counted_in_the_log(tiny_world, tmp_path):
+    lines = (tiny_world / "train.txt").read_text().splitlines()[:10]
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00not a video" * 100)
+    truncated = (tiny_world / lines[0].split()[0]).read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(truncated[: len(truncated) // 3])
+    entries = [f"{tiny_world / line.split()[0]} {line.split()[1]}" for line in lines]
+    entries += [f"{tmp_path / 'corrupt.mp4'} 1", f"{tmp_path / 'missing.mp4'} 1", f"{tmp_path / 'truncated.mp4'} 1"]
+    (tmp_path / "list.txt").write_text("\n".join(entries) + "\n")
+    # 13 entries, batch 4: 3 batches an epoch; 6 steps = 2 epochs, so every entry is visited
+    cfg = tiny_pretrain_config(tiny_world, tmp_path / "run", f"data.train_list={tmp_path / 'list.txt'}")
+    summary = pretrain(cfg)
+    rows = read_rows(tmp_path / "run" / "log.csv")
+    assert summary["skipped_videos"] == 3 and rows[-1]["skipped_videos"] == "3"
+
+
+def test_a_list_without_a_readable_video_fails_naming_the_list(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"garbage")
+    (tmp_path / "all_bad.txt").write_text(f"{tmp_path / 'bad.mp4'} 0\n{tmp_path / 'gone.mp4'} 1\n")
+    cfg = tiny_pretrain_config(tmp_path, tmp_path / "run", f"data.train_list={tmp_path / 'all_bad.txt'}")
+    with pytest.raises(DataError, match="all_bad.txt"):
+        pretrain(cfg)
+
+
+def test_cli_reports_a_config_typo_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "vjepa", "pretrain", f"output={tmp_path}", "optimization.lrr=0.1"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "optimization.lrr" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_vitl16_recipe_builds_a_304m_parameter_encoder():
+    cfg = load_config(PretrainConfig, REPO / "configs/pretrain/vitl16_k400.yaml", ["data.train_list=k400.txt"])
+    encoder, predictor = build_networks(cfg)
+    n = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+    assert 303e6 < n < 305e6, n
+    assert predictor.predictor_embed.out_features == 384 and len(predictor.predictor_blocks) == 12

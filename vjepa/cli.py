@@ -1,0 +1,92 @@
+"""The `vjepa` command: one sub-command per entry point, each a config schema plus a function.
+
+    vjepa world    [--config FILE] [key=value ...]
+    vjepa pretrain [--config FILE] [key=value ...]
+    vjepa demo     [key=value ...]
+
+Each entry point is a plain function taking its typed config, so the same function runs locally
+here and, later, inside a SLURM job.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from vjepa.config import ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class Command:
+    schema: str  # "module:Class"
+    entry: str  # "module:function"
+    default_config: str | None
+    help: str
+
+    def load(self) -> tuple[type, Callable[[Any], Any]]:
+        return _import(self.schema), _import(self.entry)
+
+
+def _import(spec: str):
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+COMMANDS: dict[str, Command] = {
+    "world": Command("vjepa.world.generate:WorldConfig", "vjepa.world.generate:main",
+                     "configs/world/default.yaml", "generate the synthetic physics world"),
+    "pretrain": Command("vjepa.train:PretrainConfig", "vjepa.train:main",
+                        "configs/pretrain/tiny_world.yaml", "pretrain an encoder (V-JEPA by default)"),
+    "demo": Command("vjepa.demo:DemoConfig", "vjepa.demo:main", None,
+                    "the embedded default end to end: world, pretraining, report"),
+}
+
+
+def run_command(name: str, config: str | None = None, overrides: Sequence[str] = ()) -> Any:
+    """Load the command's typed config and call its entry point (what `vjepa NAME` does)."""
+    command = COMMANDS[name]
+    schema, entry = command.load()
+    cfg = load_config(schema, config or command.default_config, overrides)
+    return entry(cfg)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by input (config, data, checkpoints): reported in one line, no traceback."""
+    from vjepa.checkpoint import CheckpointError
+    from vjepa.data import DataError
+    from vjepa.train import TrainingDiverged
+
+    return ConfigError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vjepa", description="JEPA-style self-supervised video world models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        p.add_argument("--config", default=None,
+                       help=f"YAML recipe (default: {command.default_config or 'built-in defaults'})")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="OmegaConf dot-list overrides")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_command(args.command, args.config, args.overrides)
+    except KeyboardInterrupt:
+        print(f"vjepa {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        if os.environ.get("VJEPA_TRACEBACK"):
+            raise
+        print(f"vjepa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

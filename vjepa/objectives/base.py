@@ -1,0 +1,45 @@
+"""What a pretraining objective is: the only piece that differs between JEPA and its baselines.
+
+The training loop (vjepa/train.py) owns data, masks, optimizer, schedules, logging and
+checkpoints; an objective owns its networks and turns a batch of clips plus masks into a loss.
+A second objective (pixel reconstruction, denoising) is one small subclass registered in
+`vjepa/objectives/__init__.py`.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from vjepa.checkpoint import load_module_state
+from vjepa.masks import MaskPair
+
+
+class Objective(nn.Module):
+    """Networks plus a loss. Subclasses name their networks in `checkpoint_keys`."""
+
+    #: attribute names of the networks saved in a checkpoint, under the same keys
+    checkpoint_keys: tuple[str, ...] = ()
+
+    def forward(self, clips: torch.Tensor, masks: Sequence[MaskPair], with_rankme: bool = False
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the loss and detached statistics worth logging (RankMe, an SVD, only when asked)."""
+        raise NotImplementedError
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """The networks the optimizer updates."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, momentum: float) -> None:
+        """Called after each optimizer step (e.g. the EMA update of a target encoder)."""
+
+    def checkpoint_state(self) -> dict[str, dict]:
+        return {key: getattr(self, key).state_dict() for key in self.checkpoint_keys}
+
+    def load_checkpoint_state(self, ckpt: Mapping, source: str) -> None:
+        for key in self.checkpoint_keys:
+            if key not in ckpt:
+                raise KeyError(f"{source}: checkpoint has no '{key}' (keys: {', '.join(sorted(ckpt))})")
+            load_module_state(getattr(self, key), ckpt[key], key, source)

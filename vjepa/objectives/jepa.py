@@ -1,0 +1,78 @@
+"""The V-JEPA objective: predict, in latent space, what an EMA target encoder says about hidden tubes."""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vjepa.masks import MaskPair
+from vjepa.objectives.base import Objective
+
+
+def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x [B, N, D], idx [B, K] -> [B, K, D]."""
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+
+
+def effective_rank(features: torch.Tensor, max_rows: int = 2048) -> torch.Tensor:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values.
+
+    A collapsing encoder maps everything to a few directions and its effective rank falls.
+    """
+    f = features.reshape(-1, features.size(-1)).float()[:max_rows]
+    s = torch.linalg.svdvals(f)
+    p = s / s.sum().clamp_min(1e-12) + 1e-12
+    return torch.exp(-(p * p.log()).sum())
+
+
+class JEPA(Objective):
+    checkpoint_keys = ("encoder", "predictor", "target_encoder")
+
+    def __init__(self, encoder: nn.Module, predictor: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+        self.target_encoder = copy.deepcopy(encoder)
+        for p in self.target_encoder.parameters():
+            p.requires_grad_(False)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.encoder, self.predictor]
+
+    @torch.no_grad()
+    def target_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """Target encoder on the whole clip, layer-normed per token.
+
+        The layer norm fixes the targets' scale, so the predictor cannot lower the loss by
+        shrinking them: one of the guards against collapse, with the EMA and the narrow predictor.
+        """
+        h = self.target_encoder(clips)
+        return F.layer_norm(h, (h.size(-1),))
+
+    def forward(self, clips, masks: Sequence[MaskPair], with_rankme: bool = False):
+        targets = self.target_features(clips)
+        losses, preds = [], []
+        for i, (ctx_idx, tgt_idx) in enumerate(masks):
+            ctx = self.encoder(clips, masks=ctx_idx)
+            pred = self.predictor(ctx, ctx_idx, tgt_idx, mask_index=i)
+            losses.append(F.l1_loss(pred.float(), gather_tokens(targets, tgt_idx).float()))
+            preds.append(pred.detach())
+        loss = torch.stack(losses).mean()
+        stats = {
+            # std over all tokens of the normalised targets: ~1 when healthy, -> 0 on collapse
+            "target_std": targets.float().flatten(0, 1).std(0).mean(),
+            "pred_std": torch.cat([p.flatten(0, 1) for p in preds]).float().std(0).mean(),
+        }
+        if with_rankme:
+            stats["rankme"] = effective_rank(targets)
+        return loss, stats
+
+    @torch.no_grad()
+    def after_step(self, momentum: float) -> None:
+        enc = [p.detach() for p in self.encoder.parameters()]
+        tgt = list(self.target_encoder.parameters())
+        torch._foreach_mul_(tgt, momentum)
+        torch._foreach_add_(tgt, enc, alpha=1.0 - momentum)
