@@ -105,3 +105,20 @@ def test_vitl16_recipe_builds_a_304m_parameter_encoder():
     n = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
     assert 303e6 < n < 305e6, n
     assert predictor.predictor_embed.out_features == 384 and len(predictor.predictor_blocks) == 12
+
+
+def test_pretraining_lowers_the_loss_without_collapse(tiny_world, tmp_path):
+    cfg = tiny_pretrain_config(
+        tiny_world, tmp_path / "run", "optimization.steps=120", "optimization.warmup_steps=10",
+        "optimization.lr=3e-4", "logging.rankme_every=10", "data.batch_size=6",
+    )
+    pretrain(cfg)
+    rows = read_rows(tmp_path / "run" / "log.csv")
+    loss = [float(r["loss"]) for r in rows]
+    first, last = sum(loss[:20]) / 20, sum(loss[-20:]) / 20
+    assert last < 0.6 * first, (first, last)
+    # collapse would drive the spread and the effective rank of the target features towards 0/1
+    std = [float(r["target_std"]) for r in rows]
+    ranks = [float(r["rankme"]) for r in rows if r["rankme"]]
+    assert std[-1] > 0.5 * std[0], (std[0], std[-1])
+    assert ranks[-1] > 0.5 * ranks[0], (ranks[0], ranks[-1])

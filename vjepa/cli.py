@@ -2,6 +2,7 @@
 
     vjepa world    [--config FILE] [key=value ...]
     vjepa pretrain [--config FILE] [key=value ...]
+    vjepa probe    [--config FILE] [key=value ...]
     vjepa demo     [key=value ...]
 
 Each entry point is a plain function taking its typed config, so the same function runs locally
@@ -40,8 +41,10 @@ COMMANDS: dict[str, Command] = {
                      "configs/world/default.yaml", "generate the synthetic physics world"),
     "pretrain": Command("vjepa.train:PretrainConfig", "vjepa.train:main",
                         "configs/pretrain/tiny_world.yaml", "pretrain an encoder (V-JEPA by default)"),
+    "probe": Command("evals.probe:ProbeConfig", "evals.probe:main",
+                     "configs/evals/probe_world.yaml", "frozen linear, attentive and k-NN probes of encoders"),
     "demo": Command("vjepa.demo:DemoConfig", "vjepa.demo:main", None,
-                    "the embedded default end to end: world, pretraining, report"),
+                    "the embedded default end to end: world, pretraining, probes, report"),
 }
 
 

@@ -1,7 +1,7 @@
 """`vjepa demo`: the embedded default end to end, on this machine, with no downloads.
 
-world (the synthetic physics world) -> pretrain (a small V-JEPA) -> report.md gathering the
-figures and plots. Each step writes an ordinary run folder under `output`, so any step can be
+world (the synthetic physics world) -> pretrain (a small V-JEPA) -> probe (frozen probes of the
+pretrained and of random-init encoders) -> report.md gathering the figures and plots. Each step writes an ordinary run folder under `output`, so any step can be
 rerun or inspected alone. Re-running the demo reuses a world generated with the same config and
 resumes an interrupted pretraining.
 """
@@ -27,17 +27,18 @@ class DemoConfig:
     output: str = "runs/demo"
     world_config: str = "configs/world/default.yaml"
     pretrain_config: str = "configs/pretrain/tiny_world.yaml"
+    probe_config: str = "configs/evals/probe_world.yaml"
     world: List[str] = field(default_factory=list)  # extra key=value overrides for the world
     pretrain: List[str] = field(default_factory=list)  # extra key=value overrides for pretraining
+    probe: List[str] = field(default_factory=list)  # extra key=value overrides for the probes
 
 
 def run_world(cfg: DemoConfig, out: Path):
     from vjepa.world.generate import WorldConfig, generate_world
 
     world_cfg = load_config(WorldConfig, cfg.world_config, [*cfg.world, f"output={out / 'world'}"])
-    existing = out / "world" / "config.yaml"
-    if existing.is_file() and (out / "world" / "val.txt").is_file() and \
-            OmegaConf.to_yaml(OmegaConf.load(existing)) == OmegaConf.to_yaml(world_cfg):
+    existing = out / "world" / "config.yaml"  # written last, so it marks a complete world
+    if existing.is_file() and OmegaConf.to_yaml(OmegaConf.load(existing)) == OmegaConf.to_yaml(world_cfg):
         log.info("world: reusing %s (same config)", out / "world")
         return world_cfg
     generate_world(world_cfg)
@@ -52,6 +53,15 @@ def run_pretrain(cfg: DemoConfig, out: Path):
     pre_cfg = load_config(PretrainConfig, cfg.pretrain_config, overrides)
     pretrain(pre_cfg)
     return pre_cfg
+
+
+def run_probe(cfg: DemoConfig, out: Path) -> Path:
+    from evals.probe import ProbeConfig, main as probe
+
+    overrides = [f"checkpoint={out / 'pretrain' / 'checkpoints' / 'latest.pt'}", f"world={out / 'world'}",
+                 f"output={out / 'probe'}", *cfg.probe]
+    probe(load_config(ProbeConfig, cfg.probe_config, overrides))
+    return out / "probe"
 
 
 def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Path:
@@ -82,6 +92,10 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
         "",
         "![training curves](pretrain/curves.png)",
         "",
+        "## Frozen probes",
+        "",
+        _probe_section(out / "probe"),
+        "",
         "## Time",
         "",
         markdown_table(["step", "seconds"], [[k, round(v, 1)] for k, v in timings.items()]),
@@ -90,6 +104,14 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _probe_section(probe_dir: Path) -> str:
+    """The probe run's own table (its report.md minus the title), with its plot."""
+    report = (probe_dir / "report.md").read_text().splitlines()
+    body = [line for line in report if not line.startswith("# ")]
+    body = [line.replace("](", "](probe/") if line.startswith("![") else line for line in body]
+    return "\n".join(body).strip()
 
 
 def main(cfg: DemoConfig) -> Path:
@@ -104,6 +126,9 @@ def main(cfg: DemoConfig) -> Path:
     t = time.perf_counter()
     pre_cfg = run_pretrain(cfg, out)
     timings["pretrain"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run_probe(cfg, out)
+    timings["probe"] = time.perf_counter() - t
     report = write_report(out, world_cfg, pre_cfg, timings)
     log.info("demo finished: %s", report)
     return report

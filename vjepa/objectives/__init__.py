@@ -1,7 +1,7 @@
 """Pretraining objectives, by the name a config's `objective` key uses."""
 from vjepa.objectives.base import Objective
-from vjepa.objectives.jepa import JEPA, effective_rank, gather_tokens
+from vjepa.objectives.jepa import JEPA, effective_rank
 
 OBJECTIVES = {"jepa": JEPA}
 
-__all__ = ["Objective", "JEPA", "OBJECTIVES", "effective_rank", "gather_tokens"]
+__all__ = ["Objective", "JEPA", "OBJECTIVES", "effective_rank"]

@@ -9,12 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vjepa.masks import MaskPair
+from vjepa.models.vit import gather_tokens
 from vjepa.objectives.base import Objective
-
-
-def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x [B, N, D], idx [B, K] -> [B, K, D]."""
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
 
 def effective_rank(features: torch.Tensor, max_rows: int = 2048) -> torch.Tensor:

@@ -162,7 +162,7 @@ def generate_split(cfg: WorldConfig, split: str, count: int) -> list[dict]:
     if count == 0:
         return []
     make = functools.partial(make_clip, cfg, split)
-    progress = functools.partial(tqdm, total=count, desc=f"world {split}", unit="clip")
+    progress = functools.partial(tqdm, total=count, desc=f"world {split}", unit="clip", mininterval=1.0)
     if cfg.workers == 1:
         return list(progress(map(make, range(count))))
     chunksize = max(1, min(16, count // (4 * cfg.workers)))
@@ -176,7 +176,6 @@ def generate_world(cfg: WorldConfig) -> Path:
     validate_world_config(cfg)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, output / "config.yaml")
     # workers get a plain dataclass: cheap to pickle and to read in the inner loops
     plain = OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg
     start = time.perf_counter()
@@ -187,6 +186,8 @@ def generate_world(cfg: WorldConfig) -> Path:
         paths[split] = [row["path"] for row in rows]
     if paths["train"] or paths["val"]:
         write_preview(output, paths["train"] or paths["val"], cfg.frames)
+    # written last: a config.yaml says the world under it is complete (the demo reuses such a world)
+    save_config(cfg, output / "config.yaml")
     total = len(paths["train"]) + len(paths["val"])
     elapsed = time.perf_counter() - start
     print(f"world: {total} clips in {elapsed:.1f}s ({total / max(elapsed, 1e-9):.1f} clips/s) -> {output}")

@@ -1,0 +1,350 @@
+"""Frozen features: the networks they come from, and their cache on disk.
+
+A `FeatureSource` turns clips [B, C, T, H, W] into tokens [B, N, D]. Sources are built from a
+`SourceConfig` by the builder registered for its `kind`: `checkpoint` (this project's or the
+official V-JEPA layout), `random` (the same architecture, freshly initialised, one per seed) and
+`timm` (a timm image model applied to every frame). `register_source` adds a kind.
+
+`load_or_extract` runs every source whose features are not cached over a video list in one pass,
+so each clip is decoded once for all of them, and stores per clip the mean-pooled tokens of the
+last `layers` blocks and, for attentive probes, the last block's tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state, strip_prefixes
+from vjepa.config import to_container
+from vjepa.data import DataError, SkipTracker, VideoDataset, VideoTransform, collate_videos
+from vjepa.models import interpolate_pos_embed
+from vjepa.train import ModelConfig, PretrainConfig, build_networks
+
+log = logging.getLogger("vjepa.probe")
+
+
+@dataclass
+class SourceConfig:
+    """One model to probe; its name (jepa, random, ...) is its key under `models`."""
+
+    kind: str = "checkpoint"  # checkpoint | random | timm, or a kind added with register_source
+    checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy (null: `model`)
+    encoder: str = "auto"  # network of a checkpoint: auto (target_encoder if present, else encoder) | target_encoder | encoder
+    seeds: List[int] = field(default_factory=lambda: [0])  # random, timm: one model per seed, reported as mean and spread
+    timm_model: Optional[str] = None  # timm: a model name, randomly initialised (nothing is downloaded)
+
+
+@dataclass
+class FeatureConfig:
+    frames_per_clip: int = 16
+    frame_step: int = 2
+    crop_size: int = 64
+    clips_per_video: int = 1  # > 1: features per clip, predictions averaged over a video's clips
+    layers: int = 1  # pooled features concatenate the last `layers` blocks (attentive probes use the last)
+    batch_size: int = 16
+    num_workers: int = 1
+
+
+class FeatureSource(ABC):
+    """A frozen network from clips to tokens. `identity` is everything its features depend on."""
+
+    def __init__(self, name: str, network: nn.Module, identity: dict):
+        self.name = name
+        self.network = network.eval().requires_grad_(False)
+        self.identity = identity
+
+    def to(self, device: torch.device) -> "FeatureSource":
+        self.network.to(device)
+        return self
+
+    def encode(self, clips: Tensor) -> Tensor:
+        """Clips [B, C, T, H, W] -> tokens [B, N, D] of the last layer."""
+        return self.encode_layers(clips, 1)[-1]
+
+    @abstractmethod
+    def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
+        """Tokens [B, N, D] of the last n layers, in layer order."""
+
+
+class EncoderSource(FeatureSource):
+    """A V-JEPA VisionTransformer (vjepa.models.vit), normed outputs of its last blocks."""
+
+    def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
+        if n > self.network.depth:
+            raise ValueError(f"features.layers={n} but model '{self.name}' has only {self.network.depth} blocks")
+        return self.network.get_intermediate_layers(clips, n)
+
+
+class FrameSource(FeatureSource):
+    """An image model applied to every frame; a clip's tokens are its frames' tokens, frame-major."""
+
+    def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
+        if n != 1:
+            raise ValueError(f"model '{self.name}' gives only its last layer; set features.layers=1")
+        b, c, t, h, w = clips.shape
+        frames = clips.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        out = self.network.forward_features(frames)
+        if out.ndim == 4:  # CNN feature map [B*T, D, h, w] -> tokens
+            out = out.flatten(2).transpose(1, 2)
+        else:  # ViT tokens: drop class/register tokens
+            out = out[:, getattr(self.network, "num_prefix_tokens", 0):]
+        return [out.reshape(b, t * out.shape[1], out.shape[2])]
+
+
+# --------------------------------------------------------------------------- sources from configs
+
+SourceBuilder = Callable[[str, SourceConfig, ModelConfig, FeatureConfig], List[FeatureSource]]
+SOURCE_KINDS: dict[str, SourceBuilder] = {}
+
+
+def register_source(kind: str) -> Callable[[SourceBuilder], SourceBuilder]:
+    """Make `SourceConfig(kind=kind)` build its sources with the decorated function."""
+    def register(builder: SourceBuilder) -> SourceBuilder:
+        SOURCE_KINDS[kind] = builder
+        return builder
+    return register
+
+
+def build_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
+    """The sources of model `name` (several for several seeds); `model` is the architecture where a checkpoint has none."""
+    if spec.kind not in SOURCE_KINDS:
+        raise ValueError(f"models.{name}.kind: unknown kind {spec.kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
+    return SOURCE_KINDS[spec.kind](name, spec, model, features)
+
+
+def architecture(ckpt: dict | None, path: str | None, model: ModelConfig, features: FeatureConfig) -> PretrainConfig:
+    """The pretraining config an encoder is rebuilt from: the checkpoint's own, else `model` at the probe's clip size."""
+    cfg = OmegaConf.structured(PretrainConfig)
+    try:
+        if ckpt is not None and "config" in ckpt:
+            return OmegaConf.merge(cfg, ckpt["config"])
+        return OmegaConf.merge(cfg, {"model": model, "data": {
+            "train_list": "", "frames_per_clip": features.frames_per_clip, "crop_size": features.crop_size}})
+    except OmegaConfBaseException as exc:
+        raise CheckpointError(f"{path}: its 'config' does not fit this version's PretrainConfig ({exc})") from exc
+
+
+def architecture_identity(arch: PretrainConfig) -> dict:
+    d = arch.data
+    return {"model": to_container(arch.model), "frames_per_clip": d.frames_per_clip, "crop_size": d.crop_size}
+
+
+def build_encoder_from(arch: PretrainConfig) -> nn.Module:
+    encoder, _ = build_networks(arch)
+    return encoder
+
+
+def encoder_state(ckpt: dict, which: str, path: str, name: str) -> tuple[str, dict]:
+    """The state dict of the checkpoint's `which` network ('auto': target_encoder if present)."""
+    if which == "auto":
+        which = "target_encoder" if "target_encoder" in ckpt else "encoder"
+    if which not in ckpt:
+        raise CheckpointError(f"{path}: no '{which}' in the checkpoint (keys: {', '.join(sorted(ckpt))}); "
+                              f"name the network with models.{name}.encoder=...")
+    return which, strip_prefixes(ckpt[which])
+
+
+def infer_grid(num_tokens: int, grid: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The (t, h, w) grid of a pos_embed table of num_tokens: the model's frame grid with more or fewer
+    time slots if it fits, else the model's time slots with square frames of another size."""
+    t, h, w = grid
+    if num_tokens % (h * w) == 0:
+        return num_tokens // (h * w), h, w
+    side = math.isqrt(num_tokens // t)
+    if t * side * side == num_tokens:
+        return t, side, side
+    raise ValueError(f"cannot read {num_tokens} tokens as a grid with {h}x{w} frames or {t} time slots")
+
+
+def fit_pos_embed(state: dict, encoder: nn.Module, path: str) -> dict:
+    """Resize a pos_embed made for another clip size to the encoder's grid (same width only)."""
+    table, own = state.get("pos_embed"), encoder.pos_embed
+    if table is None or table.shape == own.shape or table.ndim != 3 or table.shape[-1] != own.shape[-1]:
+        return state  # identical, or a mismatch load_module_state reports by name
+    try:
+        old_grid = infer_grid(table.shape[1], encoder.grid)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: pos_embed {tuple(table.shape)}: {exc}") from exc
+    log.info("%s: pos_embed resized from grid %s to %s", path, old_grid, encoder.grid)
+    return {**state, "pos_embed": interpolate_pos_embed(table.float(), old_grid, encoder.grid)}
+
+
+def file_identity(path: str) -> dict:
+    st = os.stat(path)
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@register_source("checkpoint")
+def checkpoint_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
+    if not spec.checkpoint:
+        raise ValueError(f"models.{name}: kind checkpoint needs models.{name}.checkpoint=PATH")
+    ckpt = load_checkpoint(spec.checkpoint)
+    arch = architecture(ckpt, spec.checkpoint, model, features)
+    encoder = build_encoder_from(arch)
+    which, state = encoder_state(ckpt, spec.encoder, spec.checkpoint, name)
+    load_module_state(encoder, fit_pos_embed(state, encoder, spec.checkpoint), which, spec.checkpoint)
+    identity = {"kind": "checkpoint", "file": file_identity(spec.checkpoint), "encoder": which,
+                "architecture": architecture_identity(arch)}
+    return [EncoderSource(name, encoder, identity)]
+
+
+@register_source("random")
+def random_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
+    ckpt = load_checkpoint(spec.checkpoint) if spec.checkpoint else None
+    arch = architecture(ckpt, spec.checkpoint, model, features)
+    sources = []
+    for seed in spec.seeds:
+        torch.manual_seed(seed)  # the initialisation is a function of the seed, so its features can be cached
+        identity = {"kind": "random", "seed": seed, "architecture": architecture_identity(arch)}
+        sources.append(EncoderSource(name, build_encoder_from(arch), identity))
+    return sources
+
+
+@register_source("timm")
+def timm_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
+    import timm
+
+    if not spec.timm_model:
+        raise ValueError(f"models.{name}: kind timm needs models.{name}.timm_model=NAME")
+    sources = []
+    for seed in spec.seeds:
+        torch.manual_seed(seed)
+        network = timm.create_model(spec.timm_model, pretrained=False, num_classes=0)
+        identity = {"kind": "timm", "timm_model": spec.timm_model, "seed": seed, "timm": timm.__version__}
+        sources.append(FrameSource(name, network, identity))
+    return sources
+
+
+# --------------------------------------------------------------------------- extraction and cache
+
+
+@dataclass
+class Features:
+    """What a source made of one split: pooled [M, layers*D], tokens [M, N, D] (or None), video [M]."""
+
+    pooled: Tensor
+    tokens: Optional[Tensor]
+    video: Tensor  # the row of the video list each clip comes from
+    skipped: list  # (path, reason) of files that could not be read
+
+
+def subset_indices(num_videos: int, max_videos: int, seed: int) -> list[int]:
+    """All videos, or a seeded random `max_videos` of them in list order (lists may be sorted by class)."""
+    if max_videos <= 0 or max_videos >= num_videos:
+        return list(range(num_videos))
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(num_videos, size=max_videos, replace=False).tolist())
+
+
+def data_identity(dataset: VideoDataset, indices: Sequence[int]) -> str:
+    """A hash of the listed files as they are now: path, size and mtime of each (a regenerated world changes it)."""
+    digest = hashlib.sha256()
+    for i in indices:
+        entry = dataset.entries[i]
+        try:
+            st = os.stat(entry.path)
+            digest.update(f"{entry.path}\0{entry.label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{entry.path}\0{entry.label}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+def cache_file(cache_dir: Path, source: FeatureSource, data_key: str, features: FeatureConfig, tokens: bool) -> Path:
+    # batch size and workers do not change the features, so they are not part of the key
+    clip = {k: getattr(features, k) for k in ("frames_per_clip", "frame_step", "crop_size", "clips_per_video", "layers")}
+    key = json.dumps({"source": source.identity, "data": data_key, "clip": clip, "tokens": tokens},
+                     sort_keys=True, default=str)
+    return cache_dir / f"{source.name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+
+
+@torch.no_grad()
+def extract(sources: Sequence[FeatureSource], dataset: VideoDataset, indices: Sequence[int], features: FeatureConfig,
+            tokens: bool, device: torch.device, desc: str) -> list[Features]:
+    """Encode every clip once per source; clips are decoded once for all sources."""
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=features.batch_size, shuffle=False,
+                        num_workers=features.num_workers, collate_fn=collate_videos)
+    parts: list[dict[str, list]] = [{"pooled": [], "tokens": [], "video": []} for _ in sources]
+    skips = SkipTracker()
+    for source in sources:
+        source.to(device)
+    with tqdm(total=len(indices), desc=desc, unit="video", dynamic_ncols=True, mininterval=1.0) as bar:
+        for batch in loader:
+            skips.update(batch["skipped"])
+            bar.update(len(batch["indices"]) + len(batch["skipped"]))
+            if not len(batch["indices"]):
+                continue
+            clips = batch["clips"]
+            video = batch["indices"]
+            if clips.ndim == 6:  # [B, clips_per_video, C, T, H, W]: every clip is a sample of its video
+                video = video.repeat_interleave(clips.shape[1])
+                clips = clips.flatten(0, 1)
+            clips = clips.to(device)
+            for source, part in zip(sources, parts):
+                layers = source.encode_layers(clips, features.layers)
+                part["pooled"].append(torch.cat([t.mean(1) for t in layers], dim=-1).float().cpu())
+                if tokens:  # half precision: the token cache is the largest thing a probe run keeps
+                    part["tokens"].append(layers[-1].half().cpu())
+                part["video"].append(video)
+    for source in sources:
+        source.to(torch.device("cpu"))
+    skipped = sorted(skips.reasons.items())
+    if len(skipped) == len(indices):
+        first_path, reason = skipped[0]
+        raise DataError(f"{dataset.list_path}: none of the {len(indices)} videos could be read (first: {first_path}: {reason})")
+    return [Features(torch.cat(p["pooled"]), torch.cat(p["tokens"]) if tokens else None, torch.cat(p["video"]), skipped)
+            for p in parts]
+
+
+def save_features(path: Path, feats: Features) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"pooled": feats.pooled, "tokens": feats.tokens, "video": feats.video, "skipped": feats.skipped}, tmp)
+    os.replace(tmp, path)
+
+
+def read_features(path: Path) -> Features:
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    return Features(d["pooled"], d["tokens"], d["video"], [tuple(s) for s in d["skipped"]])
+
+
+def load_or_extract(sources: Sequence[FeatureSource], dataset: VideoDataset, indices: Sequence[int],
+                    features: FeatureConfig, tokens: bool, cache_dir: Path, device: torch.device,
+                    split: str) -> list[Features]:
+    """Features of each source on `indices` of `dataset`: from the cache, else extracted and cached."""
+    data_key = data_identity(dataset, indices) + json.dumps([dataset.seed, list(indices)])
+    files = [cache_file(cache_dir, s, data_key, features, tokens) for s in sources]
+    out: list[Optional[Features]] = [None] * len(sources)
+    for i, f in enumerate(files):
+        if f.is_file():
+            log.info("%s %s features: cached in %s", sources[i].name, split, f)
+            out[i] = read_features(f)
+    todo = [i for i, feats in enumerate(out) if feats is None]
+    if todo:
+        names = ", ".join(sorted({sources[i].name for i in todo}))
+        made = extract([sources[i] for i in todo], dataset, indices, features, tokens, device, f"features {split} ({names})")
+        for i, feats in zip(todo, made):
+            save_features(files[i], feats)
+            out[i] = feats
+    return out
+
+
+def eval_dataset(list_path: str, features: FeatureConfig, seed: int) -> VideoDataset:
+    """A video list read with the eval transform (central crop, no flip)."""
+    transform = VideoTransform(crop_size=features.crop_size, train=False)
+    return VideoDataset(list_path, frames_per_clip=features.frames_per_clip, frame_step=features.frame_step,
+                        clips_per_video=features.clips_per_video, transform=transform, seed=seed)
