@@ -3,6 +3,9 @@
     vjepa world    [--config FILE] [key=value ...]
     vjepa pretrain [--config FILE] [key=value ...]
     vjepa probe    [--config FILE] [key=value ...]
+    vjepa voe      [--config FILE] [key=value ...]
+    vjepa dream    [--config FILE] [key=value ...]
+    vjepa physics  [--config FILE] [key=value ...]
     vjepa demo     [key=value ...]
 
 Each entry point is a plain function taking its typed config, so the same function runs locally
@@ -43,8 +46,14 @@ COMMANDS: dict[str, Command] = {
                         "configs/pretrain/tiny_world.yaml", "pretrain an encoder (V-JEPA by default)"),
     "probe": Command("evals.probe:ProbeConfig", "evals.probe:main",
                      "configs/evals/probe_world.yaml", "frozen linear, attentive and k-NN probes of encoders"),
+    "voe": Command("vjepa.world.voe:VoEConfig", "vjepa.world.voe:main", "configs/world/voe.yaml",
+                   "generate violation-of-expectation twin clips (possible / impossible)"),
+    "dream": Command("evals.dream:DreamConfig", "evals.dream:main", "configs/evals/dream_world.yaml",
+                     "imagined rollouts in latent space, against copy-last and linear baselines"),
+    "physics": Command("evals.physics:PhysicsConfig", "evals.physics:main", "configs/evals/physics_world.yaml",
+                       "violation of expectation: surprise on possible vs impossible twins"),
     "demo": Command("vjepa.demo:DemoConfig", "vjepa.demo:main", None,
-                    "the embedded default end to end: world, pretraining, probes, report"),
+                    "the embedded default end to end: world, pretraining, probes, rollouts, violation of expectation, report"),
 }
 
 

@@ -1,8 +1,10 @@
 """`vjepa demo`: the embedded default end to end, on this machine, with no downloads.
 
 world (the synthetic physics world) -> pretrain (a small V-JEPA) -> probe (frozen probes of the
-pretrained and of random-init encoders) -> report.md gathering the figures and plots. Each step writes an ordinary run folder under `output`, so any step can be
-rerun or inspected alone. Re-running the demo reuses a world generated with the same config and
+pretrained and of random-init encoders) -> dream (imagined rollouts) -> voe + physics
+(violation-of-expectation twins and the surprise test) -> report.md gathering the figures and
+plots. Each step writes an ordinary run folder under `output`, so any step can be rerun or
+inspected alone. Re-running the demo reuses a world generated with the same config and
 resumes an interrupted pretraining.
 """
 from __future__ import annotations
@@ -28,9 +30,14 @@ class DemoConfig:
     world_config: str = "configs/world/default.yaml"
     pretrain_config: str = "configs/pretrain/tiny_world.yaml"
     probe_config: str = "configs/evals/probe_world.yaml"
+    voe_config: str = "configs/world/voe.yaml"
+    dream_config: str = "configs/evals/dream_world.yaml"
+    physics_config: str = "configs/evals/physics_world.yaml"
     world: List[str] = field(default_factory=list)  # extra key=value overrides for the world
     pretrain: List[str] = field(default_factory=list)  # extra key=value overrides for pretraining
     probe: List[str] = field(default_factory=list)  # extra key=value overrides for the probes
+    dream: List[str] = field(default_factory=list)  # ... for the imagined rollouts
+    physics: List[str] = field(default_factory=list)  # ... for the violation-of-expectation test
 
 
 def run_world(cfg: DemoConfig, out: Path):
@@ -64,6 +71,26 @@ def run_probe(cfg: DemoConfig, out: Path) -> Path:
     return out / "probe"
 
 
+def run_dream(cfg: DemoConfig, out: Path) -> Path:
+    from evals.dream import DreamConfig, main as dream
+
+    overrides = [f"checkpoint={out / 'pretrain' / 'checkpoints' / 'latest.pt'}", f"world={out / 'world'}",
+                 f"output={out / 'dream'}", *cfg.dream]
+    dream(load_config(DreamConfig, cfg.dream_config, overrides))
+    return out / "dream"
+
+
+def run_physics(cfg: DemoConfig, out: Path) -> Path:
+    from evals.physics import PhysicsConfig, main as physics
+    from vjepa.world.voe import VoEConfig, main as generate_voe
+
+    generate_voe(load_config(VoEConfig, cfg.voe_config, [f"output={out / 'voe'}"]))
+    overrides = [f"checkpoint={out / 'pretrain' / 'checkpoints' / 'latest.pt'}", f"voe={out / 'voe'}",
+                 f"output={out / 'physics'}", *cfg.physics]
+    physics(load_config(PhysicsConfig, cfg.physics_config, overrides))
+    return out / "physics"
+
+
 def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Path:
     rows = read_log(out / "pretrain" / "log.csv")
     s = loss_summary(rows)
@@ -94,7 +121,15 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
         "",
         "## Frozen probes",
         "",
-        _probe_section(out / "probe"),
+        _section(out / "probe"),
+        "",
+        "## Imagined rollouts",
+        "",
+        _section(out / "dream"),
+        "",
+        "## Violation of expectation",
+        "",
+        _section(out / "physics"),
         "",
         "## Time",
         "",
@@ -106,11 +141,11 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
     return path
 
 
-def _probe_section(probe_dir: Path) -> str:
-    """The probe run's own table (its report.md minus the title), with its plot."""
-    report = (probe_dir / "report.md").read_text().splitlines()
+def _section(run_dir: Path) -> str:
+    """An evaluation's own report.md minus its title, images re-pointed into its run folder."""
+    report = (run_dir / "report.md").read_text().splitlines()
     body = [line for line in report if not line.startswith("# ")]
-    body = [line.replace("](", "](probe/") if line.startswith("![") else line for line in body]
+    body = [line.replace("](", f"]({run_dir.name}/") if line.startswith("![") else line for line in body]
     return "\n".join(body).strip()
 
 
@@ -129,6 +164,12 @@ def main(cfg: DemoConfig) -> Path:
     t = time.perf_counter()
     run_probe(cfg, out)
     timings["probe"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run_dream(cfg, out)
+    timings["dream"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run_physics(cfg, out)
+    timings["voe + physics"] = time.perf_counter() - t
     report = write_report(out, world_cfg, pre_cfg, timings)
     log.info("demo finished: %s", report)
     return report

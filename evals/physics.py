@@ -1,0 +1,349 @@
+"""`vjepa physics`: violation of expectation, scored by how surprised the world model is.
+
+Surprise, after Garrido et al. (2025), "Intuitive physics understanding emerges from
+self-supervised pretraining on natural videos": slide a window over the clip's time slots; for
+each context length c in `context_slots` and each slot t >= c, the predictor (with its `future`
+mask token) predicts slot t from the c real slots before it, and the L1 error to the target
+encoder's layer-normed features of slot t is the surprise at t for that c. A clip's surprise
+curve averages the context lengths; its score is the curve's max (or mean, `score`).
+
+Each group of a VoE table (`path,group,possible,property`, optional `event_frame`) holds clips
+identical up to an event. Per property: pairwise relative accuracy (the fraction of possible /
+impossible pairs of a group where the possible clip is the less surprising; ties count one half)
+with a bootstrap 95% interval over pairs, and the AUROC of the score separating impossible from
+possible clips. Random-init models (several seeds) measure chance on the same clips.
+
+The run folder gets metrics.json (keyed by model), surprise.csv (every clip's curve, mean and
+max), accuracy.png, surprise_curves.png, report.md and config.yaml.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from omegaconf import MISSING, OmegaConf
+
+from evals.worldmodel import (
+    WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, context_slots,
+    predict_slots, read_clip_from_start, slot_l1, target_slots,
+)
+from vjepa.config import save_config
+from vjepa.data import DataError
+from vjepa.report import markdown_table
+from vjepa.runlog import progress, setup_logging
+from vjepa.train import resolve_device
+
+log = logging.getLogger("vjepa.physics")
+
+REQUIRED_COLUMNS = ("path", "group", "possible", "property")
+SCORES = ("max", "mean")
+
+
+@dataclass
+class PhysicsConfig:
+    output: str = "runs/physics"
+    voe: str = "runs/voe"  # what `${voe}` means in a recipe's paths
+    checkpoint: str = "runs/pretrain/checkpoints/latest.pt"  # what `${checkpoint}` means in a recipe's models
+    table: str = MISSING  # VoE table: CSV `path,group,possible,property[,event_frame]`, paths relative to it
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    context_slots: List[int] = field(default_factory=lambda: [2, 3, 4])  # context lengths of the sliding windows
+    score: str = "max"  # max | mean of a clip's surprise curve
+    bootstrap: int = 1000  # resamples of the pairs for the accuracy's confidence interval
+    examples: int = 4  # twin pairs drawn in surprise_curves.png
+    batch_size: int = 8
+    mask_index: Optional[int] = None  # predictor mask token; null: the checkpoint's `future` mask
+    models: Dict[str, WorldModelSource] = field(default_factory=dict)  # by name: jepa, random, ...
+
+
+# --------------------------------------------------------------------------- the VoE table
+
+
+@dataclass
+class VoEClip:
+    path: str
+    group: str
+    possible: int
+    property: str
+    event_frame: Optional[int]
+
+
+def read_voe_table(path: str) -> list[VoEClip]:
+    """The clips of a VoE table; paths are absolute or relative to the table's folder."""
+    table = Path(path)
+    if not table.is_file():
+        raise DataError(f"VoE table {table} does not exist; make one with `vjepa voe` or give a CSV "
+                        f"with columns {','.join(REQUIRED_COLUMNS)}")
+    with open(table, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"VoE table {table}: no column {', '.join(missing)} (header: {reader.fieldnames}); "
+                            f"expected {','.join(REQUIRED_COLUMNS)}[,event_frame]")
+        rows = list(reader)
+    clips = []
+    for line, row in enumerate(rows, start=2):
+        if row["possible"] not in ("0", "1"):
+            raise DataError(f"{table}:{line}: 'possible' must be 1 or 0, got {row['possible']!r}")
+        event = row.get("event_frame") or None
+        clips.append(VoEClip(str(table.absolute().parent / row["path"]), row["group"], int(row["possible"]),
+                             row["property"], int(event) if event is not None else None))
+    if not clips:
+        raise DataError(f"VoE table {table} has no rows")
+    absent = [c.path for c in clips if not Path(c.path).is_file()]
+    if absent:
+        raise DataError(f"VoE table {table}: {len(absent)} of {len(clips)} videos do not exist (first: {absent[0]})")
+    return clips
+
+
+def twin_pairs(clips: list[VoEClip]) -> dict[str, list[tuple[int, int]]]:
+    """Per property, every (possible, impossible) pair of clip indices within a group."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(clips):
+        groups.setdefault(c.group, []).append(i)
+    pairs: dict[str, list[tuple[int, int]]] = {}
+    for members in groups.values():
+        ok = [i for i in members if clips[i].possible]
+        bad = [i for i in members if not clips[i].possible]
+        for j in bad:
+            pairs.setdefault(clips[j].property, []).extend((i, j) for i in ok)
+    if not pairs:
+        raise DataError("the VoE table has no group with both a possible and an impossible clip")
+    return pairs
+
+
+# --------------------------------------------------------------------------- surprise
+
+
+@torch.no_grad()
+def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int]) -> torch.Tensor:
+    """[B, T] surprise per time slot, averaged over context lengths; NaN where no window ends."""
+    num_slots = model.grid[0]
+    real = target_slots(model, clips)
+    total = torch.zeros(clips.size(0), num_slots)
+    count = torch.zeros(num_slots)
+    for c in lengths:
+        for t in range(c, num_slots):
+            window = range(t - c, t)
+            pred = predict_slots(model, context_slots(model, clips, window), window, [t])
+            total[:, t] += slot_l1(pred, real[:, t:t + 1])[:, 0].cpu()
+            count[t] += 1
+    return total / count.where(count > 0, torch.tensor(float("nan")))
+
+
+def clip_scores(curves: np.ndarray, score: str) -> np.ndarray:
+    return np.nanmax(curves, axis=1) if score == "max" else np.nanmean(curves, axis=1)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def pair_outcomes(scores: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """1 where the possible clip of a pair is the less surprising, 0.5 on a tie, else 0."""
+    possible, impossible = scores[[p for p, _ in pairs]], scores[[q for _, q in pairs]]
+    return (possible < impossible) + 0.5 * (possible == impossible)
+
+
+def bootstrap_ci(outcomes: np.ndarray, resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean outcome over pairs drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    means = outcomes[rng.integers(0, len(outcomes), size=(resamples, len(outcomes)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def auroc(possible: np.ndarray, impossible: np.ndarray) -> float:
+    """P(an impossible clip scores above a possible one), ties one half (Mann-Whitney)."""
+    diff = impossible[:, None] - possible[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def property_metrics(scores_by_seed: np.ndarray, clips: list[VoEClip], pairs: dict[str, list], cfg: PhysicsConfig) -> dict:
+    """metrics of one model: scores_by_seed [S, V] (S = 1 for a checkpoint). Seeds are averaged per pair."""
+    props = {}
+    for prop, prop_pairs in pairs.items():
+        outcomes = np.stack([pair_outcomes(s, prop_pairs) for s in scores_by_seed])  # [S, P]
+        members = sorted({i for pair in prop_pairs for i in pair})
+        possible = [i for i in members if clips[i].possible]
+        impossible = [i for i in members if not clips[i].possible]
+        aurocs = [auroc(s[possible], s[impossible]) for s in scores_by_seed]
+        entry = {"accuracy": float(outcomes.mean()), "ci": list(bootstrap_ci(outcomes.mean(0), cfg.bootstrap, cfg.seed)),
+                 "auroc": float(np.mean(aurocs)), "pairs": len(prop_pairs)}
+        if len(scores_by_seed) > 1:
+            entry["seed_accuracy"] = outcomes.mean(1).tolist()
+        props[prop] = entry
+    return {"properties": props, "mean_accuracy": float(np.mean([e["accuracy"] for e in props.values()])),
+            "seeds": len(scores_by_seed)}
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_surprises(path: Path, models: list[WorldModel], curves: list[np.ndarray], clips: list[VoEClip], score: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["model", "seed", "path", "group", "possible", "property", "mean", "max", "curve"])
+        for model, c in zip(models, curves):
+            for clip, curve in zip(clips, c):
+                writer.writerow([model.name, "" if model.seed is None else model.seed, clip.path, clip.group,
+                                 clip.possible, clip.property, f"{np.nanmean(curve):.6g}", f"{np.nanmax(curve):.6g}",
+                                 " ".join("" if np.isnan(v) else f"{v:.6g}" for v in curve)])
+
+
+def plot_accuracy(path: Path, metrics: dict) -> None:
+    """Bars per property and model, bootstrap intervals as error bars; multi-seed (random) models also as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = metrics["models"]
+    props = list(next(iter(models.values()))["properties"])
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(props), 3.8))
+    x = np.arange(len(props))
+    for i, (name, m) in enumerate(models.items()):
+        entries = [m["properties"][p] for p in props]
+        acc = np.array([e["accuracy"] for e in entries])
+        err = np.abs(np.array([e["ci"] for e in entries]).T - acc)
+        xs = x + (i - (len(models) - 1) / 2) * width
+        ax.bar(xs, acc, width=width, yerr=err, capsize=2, color=f"C{i}", label=name)
+        if m["seeds"] > 1:
+            for p, e in enumerate(entries):
+                ax.fill_between([p - 0.45, p + 0.45], *e["ci"], color=f"C{i}", alpha=0.12, lw=0)
+    ax.axhline(0.5, color="0.3", lw=0.8, ls="--")
+    ax.set_xticks(x, props, rotation=15)
+    ax.set(ylim=(0, 1), ylabel="pairwise accuracy", title="violation of expectation (possible less surprising)")
+    ax.legend(frameon=False, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_examples(path: Path, curves: np.ndarray, clips: list[VoEClip], pairs: dict, examples: int,
+                  frames_per_slot: int, name: str) -> None:
+    """Surprise over time of a few twin pairs (the first of each property), the event marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [prop_pairs[0] for prop_pairs in pairs.values()][:examples]
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3.2 * len(chosen), 2.8), squeeze=False)
+    for ax, (p, q) in zip(axes[0], chosen):
+        slots = np.arange(curves.shape[1])
+        ax.plot(slots, curves[p], marker="o", ms=3, label="possible")
+        ax.plot(slots, curves[q], marker="o", ms=3, label="impossible")
+        if clips[q].event_frame is not None:
+            ax.axvline(clips[q].event_frame / frames_per_slot, color="0.4", ls="--", lw=0.8, label="event")
+        ax.set(title=f"{clips[q].property}: {clips[q].group}", xlabel="time slot")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"surprise ({name})")
+    axes[0][0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
+    models = metrics["models"]
+    props = list(next(iter(models.values()))["properties"])
+
+    def cell(e: dict) -> str:
+        return f"{e['accuracy']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] / {e['auroc']:.2f}"
+
+    rows = [[p, next(iter(models.values()))["properties"][p]["pairs"], *[cell(m["properties"][p]) for m in models.values()]]
+            for p in props]
+    rows.append(["mean", "", *[f"{m['mean_accuracy']:.2f}" for m in models.values()]])
+    lines = [
+        "# Violation of expectation",
+        "",
+        f"{metrics['videos']} clips of `{cfg.table}`. Surprise: the predictor's L1 error on each time slot from the "
+        f"{', '.join(map(str, cfg.context_slots))} slots before it, averaged; a clip scores its {cfg.score} surprise. "
+        "Cells: pairwise accuracy (possible clip less surprising than its impossible twin) [bootstrap 95% interval] / "
+        "AUROC. Models with several seeds (random init) show the mean over seeds: chance as this test measures it.",
+        "",
+        markdown_table(["property", "pairs", *models], rows),
+        "",
+        "![accuracy per property](accuracy.png)",
+        "",
+        "![surprise curves](surprise_curves.png)",
+        "",
+        f"Surprise {metrics['timing']['surprise_s']:.0f} s.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def check_config(cfg: PhysicsConfig, num_slots: int) -> None:
+    if cfg.score not in SCORES:
+        raise ValueError(f"score={cfg.score!r}: expected one of {', '.join(SCORES)}")
+    if not cfg.context_slots or not all(1 <= c < num_slots for c in cfg.context_slots):
+        raise ValueError(f"context_slots={list(cfg.context_slots)}: each must lie in [1, {num_slots - 1}] for clips of "
+                         f"{num_slots} time slots")
+
+
+@torch.no_grad()
+def clip_surprises(models: list[WorldModel], clips: list[VoEClip], cfg: PhysicsConfig, device: torch.device) -> list[np.ndarray]:
+    """[V, T] surprise curves per model; each clip is decoded once for all models."""
+    arch = models[0].arch
+    transform = clip_transform(arch)
+    out: list[list] = [[] for _ in models]
+    bar = progress(len(clips), desc="surprise")
+    for start in range(0, len(clips), cfg.batch_size):
+        batch = clips[start:start + cfg.batch_size]
+        frames = torch.stack([read_clip_from_start(c.path, arch.data.frames_per_clip, arch.data.frame_step, transform)
+                              for c in batch]).to(device)
+        for model, curves in zip(models, out):
+            curves.append(surprise_curves(model, frames, list(cfg.context_slots)).numpy())
+        bar.update(len(batch))
+    bar.close()
+    return [np.concatenate(c) for c in out]
+
+
+def main(cfg: PhysicsConfig) -> dict:
+    """Entry point of `vjepa physics`."""
+    setup_logging()
+    if OmegaConf.is_config(cfg):
+        OmegaConf.resolve(cfg)
+    if not cfg.models:
+        raise ValueError("no models to test; add some, e.g. models.jepa.checkpoint=PATH")
+    out = Path(cfg.output)
+    clips = read_voe_table(cfg.table)
+    pairs = twin_pairs(clips)
+    models = [m for name, spec in cfg.models.items() for m in build_world_models(name, spec, cfg.mask_index)]
+    check_same_geometry(models)
+    check_config(cfg, models[0].grid[0])
+    save_config(cfg, out / "config.yaml")
+    device = resolve_device(cfg.device)
+    for m in models:
+        m.to(device)
+
+    t0 = time.perf_counter()
+    curves = clip_surprises(models, clips, cfg, device)
+    elapsed = time.perf_counter() - t0
+    metrics: dict = {"models": {}}
+    for name in cfg.models:
+        scores = np.stack([clip_scores(c, cfg.score) for m, c in zip(models, curves) if m.name == name])
+        metrics["models"][name] = property_metrics(scores, clips, pairs, cfg)
+    metrics.update(score=cfg.score, context_slots=list(cfg.context_slots), videos=len(clips),
+                   timing={"surprise_s": elapsed})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_surprises(out / "surprise.csv", models, curves, clips, cfg.score)
+    plot_accuracy(out / "accuracy.png", metrics)
+    arch = models[0].arch
+    plot_examples(out / "surprise_curves.png", curves[0], clips, pairs, cfg.examples,
+                  arch.data.frame_step * arch.model.tubelet_size, models[0].name)
+    write_report(out / "report.md", metrics, cfg)
+    log.info("physics: %d clips, %d models in %.1fs; results in %s", len(clips), len(models), elapsed, out / "report.md")
+    return metrics

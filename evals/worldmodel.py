@@ -1,0 +1,173 @@
+"""What the world-model tests (`vjepa dream`, `vjepa physics`) share: a frozen target encoder plus
+predictor, rebuilt from a checkpoint or randomly initialised, and prediction of whole time slots.
+
+Features live in the space the predictor was trained to hit: the target encoder's outputs,
+layer-normed per token. Context tokens are computed *causally*: the target encoder runs on the
+context slots only (as the context encoder does in training), so no context token has seen a
+frame it is asked to predict. They are layer-normed too, so that real context and the predictor's
+own outputs (fed back in an imagined rollout) share one space; the predictor was trained on
+encoder outputs whose final LayerNorm has its own affine weights, a small mismatch we accept.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from evals.features import FeatureConfig, architecture, fit_pos_embed
+from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state, strip_prefixes
+from vjepa.data import VideoTransform
+from vjepa.train import ModelConfig, PretrainConfig, build_networks
+
+log = logging.getLogger("vjepa.worldmodel")
+
+
+@dataclass
+class WorldModelSource:
+    """One model to test; its name (jepa, random, ...) is its key under `models`."""
+
+    kind: str = "checkpoint"  # checkpoint | random
+    checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy
+    seeds: List[int] = field(default_factory=lambda: [0])  # random: one model per seed
+
+
+@dataclass
+class WorldModel:
+    """A frozen target encoder and predictor, and the clip geometry they were built for."""
+
+    name: str
+    encoder: nn.Module  # the target encoder (the EMA one), or the encoder if a checkpoint has none
+    predictor: nn.Module
+    arch: PretrainConfig
+    mask_index: int  # the predictor's mask token for predicting the future
+    seed: Optional[int] = None  # random models
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(self.predictor.grid)
+
+    @property
+    def tokens_per_slot(self) -> int:
+        return self.grid[1] * self.grid[2]
+
+    def to(self, device: torch.device) -> "WorldModel":
+        self.encoder.to(device)
+        self.predictor.to(device)
+        return self
+
+
+def future_mask_index(arch: PretrainConfig, where: str, override: Optional[int]) -> int:
+    """The mask token the predictor learned future prediction with: the `future` entry of `masks`."""
+    if override is not None:
+        return override
+    kinds = [m.type for m in arch.masks]
+    if "future" not in kinds:
+        raise ValueError(f"{where} was trained without a future mask (masks: {kinds}); its predictor never learned "
+                         "to predict later frames. Pretrain with a `{type: future}` mask, or set mask_index=N")
+    return kinds.index("future")
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    return module.eval().requires_grad_(False)
+
+
+def build_world_models(name: str, spec: WorldModelSource, mask_index: Optional[int]) -> list[WorldModel]:
+    """The models of one `models` entry (several for a random model with several seeds)."""
+    if not spec.checkpoint:
+        raise ValueError(f"models.{name}: needs models.{name}.checkpoint=PATH (for kind random: whose architecture to copy)")
+    ckpt = load_checkpoint(spec.checkpoint)
+    if "config" not in ckpt:
+        raise CheckpointError(f"{spec.checkpoint}: no 'config' in the checkpoint, so its architecture and masks are unknown")
+    arch = architecture(ckpt, spec.checkpoint, ModelConfig(), FeatureConfig())
+    index = future_mask_index(arch, spec.checkpoint, mask_index)
+    if spec.kind == "checkpoint":
+        encoder, predictor = build_networks(arch)
+        which = "target_encoder" if "target_encoder" in ckpt else "encoder"
+        load_module_state(encoder, fit_pos_embed(strip_prefixes(ckpt[which]), encoder, spec.checkpoint), which, spec.checkpoint)
+        if "predictor" not in ckpt:
+            raise CheckpointError(f"{spec.checkpoint}: no 'predictor' in the checkpoint; world-model tests need one")
+        load_module_state(predictor, ckpt["predictor"], "predictor", spec.checkpoint)
+        return [WorldModel(name, _frozen(encoder), _frozen(predictor), arch, index)]
+    if spec.kind == "random":
+        models = []
+        for seed in spec.seeds:
+            torch.manual_seed(seed)
+            encoder, predictor = build_networks(arch)
+            models.append(WorldModel(name, _frozen(encoder), _frozen(predictor), arch, index, seed))
+        return models
+    raise ValueError(f"models.{name}.kind: unknown kind {spec.kind!r}; expected checkpoint or random")
+
+
+def check_same_geometry(models: Sequence[WorldModel]) -> None:
+    """All models must read the same clips the same way, or their numbers are not comparable."""
+    first = models[0]
+    for m in models[1:]:
+        if (m.grid, m.arch.data.frames_per_clip, m.arch.data.crop_size) != (
+                first.grid, first.arch.data.frames_per_clip, first.arch.data.crop_size):
+            raise ValueError(f"models '{first.name}' and '{m.name}' differ in clip size or token grid "
+                             f"({first.grid} vs {m.grid}); compare models trained on the same clips")
+
+
+# --------------------------------------------------------------------------- clips
+
+
+def clip_transform(arch: PretrainConfig) -> VideoTransform:
+    return VideoTransform(crop_size=arch.data.crop_size, train=False)
+
+
+def read_clip_from_start(path: str, frames_per_clip: int, frame_step: int, transform: VideoTransform) -> Tensor:
+    """The clip [C, T, H, W] starting at frame 0 (twin videos must be compared frame for frame)."""
+    import decord
+
+    video = decord.VideoReader(path, num_threads=1, ctx=decord.cpu(0))
+    indices = np.minimum(frame_step * np.arange(frames_per_clip), len(video) - 1)
+    frames = torch.from_numpy(np.stack([video[int(i)].asnumpy() for i in indices]))
+    return transform(frames, np.random.default_rng(0))
+
+
+# --------------------------------------------------------------------------- features and predictions
+
+
+def slot_indices(slots: Sequence[int], tokens_per_slot: int, batch: int, device: torch.device) -> Tensor:
+    """Token indices [batch, len(slots) * tokens_per_slot] of whole time slots (t-major order)."""
+    idx = torch.cat([torch.arange(s * tokens_per_slot, (s + 1) * tokens_per_slot) for s in slots])
+    return idx.to(device).expand(batch, -1)
+
+
+def layer_norm(x: Tensor) -> Tensor:
+    return F.layer_norm(x.float(), (x.size(-1),))
+
+
+@torch.no_grad()
+def target_slots(model: WorldModel, clips: Tensor) -> Tensor:
+    """What really happened: layer-normed target features of the whole clip, [B, T, H*W, D]."""
+    h = layer_norm(model.encoder(clips))
+    return h.view(h.size(0), model.grid[0], model.tokens_per_slot, h.size(-1))
+
+
+@torch.no_grad()
+def context_slots(model: WorldModel, clips: Tensor, slots: Sequence[int]) -> Tensor:
+    """Layer-normed features of `slots` with the encoder seeing only those slots, [B, len(slots), H*W, D]."""
+    idx = slot_indices(slots, model.tokens_per_slot, clips.size(0), clips.device)
+    h = layer_norm(model.encoder(clips, masks=idx))
+    return h.view(h.size(0), len(slots), model.tokens_per_slot, h.size(-1))
+
+
+@torch.no_grad()
+def predict_slots(model: WorldModel, context: Tensor, ctx_slots: Sequence[int], tgt_slots: Sequence[int]) -> Tensor:
+    """The predictor's features of `tgt_slots` [B, len(tgt), H*W, D] from `context` [B, len(ctx), H*W, D]."""
+    b, n = context.size(0), model.tokens_per_slot
+    ctx_idx = slot_indices(ctx_slots, n, b, context.device)
+    tgt_idx = slot_indices(tgt_slots, n, b, context.device)
+    pred = model.predictor(context.flatten(1, 2), ctx_idx, tgt_idx, mask_index=model.mask_index)
+    return pred.float().view(b, len(tgt_slots), n, -1)
+
+
+def slot_l1(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error per clip and slot: [B, S, N, D] pairs -> [B, S]."""
+    return (pred - target).abs().mean(dim=(2, 3))

@@ -1,0 +1,88 @@
+"""Imagined rollouts: the baselines' arithmetic, the autoregressive rollout, `vjepa dream` end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_pretrain_config
+from evals.dream import DreamConfig, copy_last, imagine, linear_extrapolation, main, mean_abs_deviation
+from evals.worldmodel import WorldModelSource, build_world_models, context_slots, predict_slots, target_slots
+from vjepa.config import load_config
+from vjepa.train import pretrain
+
+
+@pytest.fixture(scope="module")
+def future_checkpoint(tiny_world, tmp_path_factory):
+    """A few steps of the demo recipe, whose masks end with `{type: future}` (mask token 2)."""
+    out = tmp_path_factory.mktemp("pretrain")
+    pretrain(tiny_pretrain_config(tiny_world, out, "optimization.steps=2"))
+    return out / "checkpoints" / "latest.pt"
+
+
+def dream_config(world, checkpoint, output, *overrides: str) -> DreamConfig:
+    base = [f"world={world}", f"checkpoint={checkpoint}", f"output={output}", "device=cpu",
+            "data.max_videos=6", "data.batch_size=3", "data.num_workers=0"]
+    return load_config(DreamConfig, REPO / "configs/evals/dream_world.yaml", [*base, *overrides])
+
+
+def test_copy_last_is_exact_on_a_static_clip_and_linear_on_steady_motion():
+    static = torch.randn(2, 1, 5, 8).expand(-1, 4, -1, -1)  # [B, T, N, D]: every slot the same
+    assert torch.equal(copy_last(static[:, :2], 2), static[:, 2:])
+    start, velocity = torch.randn(2, 1, 5, 8), torch.randn(2, 1, 5, 8)
+    moving = start + torch.arange(4.0).view(1, -1, 1, 1) * velocity
+    assert torch.allclose(linear_extrapolation(moving[:, :2], 2), moving[:, 2:], atol=1e-5)
+    assert not torch.allclose(copy_last(moving[:, :2], 2), moving[:, 2:])
+
+
+def test_normaliser_is_the_mean_distance_to_the_mean_feature():
+    features = torch.tensor([[1.0, 0.0], [3.0, 4.0]])  # mean (2, 2): distances |1|,|2|,|1|,|2|
+    assert mean_abs_deviation(features) == pytest.approx(1.5)
+
+
+def test_future_mask_token_comes_from_the_checkpoint_masks(future_checkpoint):
+    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(future_checkpoint)), None)
+    assert [m.type for m in model.arch.masks].index("future") == model.mask_index == 2
+
+
+def test_no_future_mask_is_a_clear_error(tiny_world, tmp_path):
+    pretrain(tiny_pretrain_config(tiny_world, tmp_path, "optimization.steps=1", "masks=[{type: multiblock}]"))
+    with pytest.raises(ValueError, match="without a future mask"):
+        build_world_models("jepa", WorldModelSource(checkpoint=str(tmp_path / "checkpoints/latest.pt")), None)
+
+
+def test_rollout_feeds_its_own_predictions_back(future_checkpoint):
+    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(future_checkpoint)), None)
+    torch.manual_seed(0)
+    clips = torch.randn(2, 3, 8, 32, 32)
+    context = context_slots(model, clips, range(2))
+    imagined = imagine(model, context, num_slots=4)
+    assert imagined.shape == (2, 2, 16, model.encoder.embed_dim)
+    # step 2 sees slots 0, 1 real and slot 2 imagined, not the real slot 2
+    fed_back = predict_slots(model, torch.cat([context, imagined[:, :1]], 1), range(3), [3])
+    real_slot2 = target_slots(model, clips)[:, 2:3]
+    from_real = predict_slots(model, torch.cat([context, real_slot2], 1), range(3), [3])
+    # an untrained predictor leans little on its context, so the difference is small but far above rounding
+    assert (imagined[:, 1:2] - fed_back).abs().max() < 1e-6
+    assert (imagined[:, 1:2] - from_real).abs().max() > 1e-4
+
+
+def test_dream_writes_metrics_for_models_and_baselines(tiny_world, future_checkpoint, tmp_path):
+    metrics = main(dream_config(tiny_world, future_checkpoint, tmp_path))
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["models"].keys() == {"jepa", "random"}
+    assert on_disk["baselines"].keys() == {"copy_last", "linear"}
+    for entry in [*on_disk["models"].values(), *on_disk["baselines"].values()]:
+        assert entry["horizon"] == [1, 2]  # 4 slots, 2 of context
+        assert len(entry["error"]) == 2 and all(e > 0 for e in entry["error"])
+    assert on_disk["models"]["random"]["seeds"] == 2 and len(on_disk["models"]["random"]["std"]) == 2
+    assert metrics["videos"] == 6
+    for name in ("error_vs_horizon.png", "report.md", "config.yaml"):
+        assert (tmp_path / name).is_file()
+    assert "copy_last (baseline)" in (tmp_path / "report.md").read_text()
+
+
+def test_context_too_long_for_the_clip_is_a_clear_error(tiny_world, future_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="context_slots=4"):
+        main(dream_config(tiny_world, future_checkpoint, tmp_path, "context_slots=4"))

@@ -1,0 +1,145 @@
+"""Violation of expectation: the twin generator, the metric arithmetic, `vjepa physics` end to end, bad tables."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_pretrain_config
+from evals.physics import PhysicsConfig, auroc, bootstrap_ci, main, pair_outcomes, property_metrics, read_voe_table
+from vjepa.config import load_config
+from vjepa.data import DataError
+from vjepa.train import pretrain
+from vjepa.world.voe import PROPERTIES, VoEConfig, generate_voe, make_twins
+
+TINY_WORLD = ["world.frames=16", "world.size=32", "world.object_size=[2.0,5.0]"]
+
+
+def voe_config(output, *overrides: str) -> VoEConfig:
+    return load_config(VoEConfig, REPO / "configs/world/voe.yaml",
+                       [f"output={output}", "groups_per_property=2", *TINY_WORLD, *overrides])
+
+
+@pytest.fixture(scope="module")
+def tiny_voe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("voe")
+    generate_voe(voe_config(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def future_checkpoint(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    pretrain(tiny_pretrain_config(tiny_world, out, "optimization.steps=2"))
+    return out / "checkpoints" / "latest.pt"
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+@pytest.mark.parametrize("prop", PROPERTIES)
+def test_twins_are_identical_before_the_event_and_differ_after(prop, tmp_path):
+    possible, impossible, event = make_twins(voe_config(tmp_path), prop, 0)
+    assert possible.shape == impossible.shape == (16, 32, 32, 3)
+    assert 0 < event < 16
+    assert np.array_equal(possible[:event], impossible[:event])
+    assert not np.array_equal(possible[event:], impossible[event:])
+
+
+def test_same_seed_gives_the_same_files(tiny_voe, tmp_path):
+    generate_voe(voe_config(tmp_path))
+    files = sorted(p.relative_to(tiny_voe) for p in tiny_voe.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert all((tiny_voe / f).read_bytes() == (tmp_path / f).read_bytes() for f in files if f.name != "config.yaml")
+
+
+def test_voe_table_has_one_possible_and_one_impossible_clip_per_group(tiny_voe):
+    with open(tiny_voe / "voe.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["path", "group", "possible", "property", "event_frame"]
+    assert len(rows) == 2 * 2 * len(PROPERTIES)
+    for group in {r["group"] for r in rows}:
+        members = [r for r in rows if r["group"] == group]
+        assert sorted(r["possible"] for r in members) == ["0", "1"]
+        assert len({r["property"] for r in members}) == len({r["event_frame"] for r in members}) == 1
+        assert all((tiny_voe / r["path"]).is_file() for r in members)
+
+
+# --------------------------------------------------------------------------- the metric
+
+
+def test_accuracy_is_one_when_impossible_is_always_more_surprising():
+    scores = np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.7])  # clips (0, 1), (2, 3), (4, 5): possible first
+    outcomes = pair_outcomes(scores, [(0, 1), (2, 3), (4, 5)])
+    assert outcomes.tolist() == [1.0, 1.0, 1.0]
+    assert bootstrap_ci(outcomes, 200, seed=0) == (1.0, 1.0)
+    assert auroc(scores[[0, 2, 4]], scores[[1, 3, 5]]) == 1.0
+    assert auroc(scores[[1, 3, 5]], scores[[0, 2, 4]]) == 0.0
+
+
+def test_ties_count_half_and_noise_gives_an_interval_around_chance():
+    assert pair_outcomes(np.array([0.5, 0.5]), [(0, 1)]).tolist() == [0.5]
+    assert auroc(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == 0.5
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=400)
+    outcomes = pair_outcomes(scores, [(2 * i, 2 * i + 1) for i in range(200)])
+    lo, hi = bootstrap_ci(outcomes, 1000, seed=0)
+    assert lo < 0.5 < hi and hi - lo < 0.2
+
+
+def test_auroc_counts_ordered_pairs():
+    # impossible 0.3 beats possible 0.1 and 0.2 but not 0.4; impossible 0.5 beats all three: 5 of 6
+    assert auroc(np.array([0.1, 0.2, 0.4]), np.array([0.3, 0.5])) == pytest.approx(5 / 6)
+
+
+def test_seeds_are_averaged_per_pair(tiny_voe):
+    clips = read_voe_table(str(tiny_voe / "voe.csv"))[:4]  # two permanence groups
+    pairs = {"permanence": [(0, 1), (2, 3)]}
+    scores = np.array([[0.1, 0.9, 0.9, 0.1], [0.1, 0.9, 0.1, 0.9]])  # seed 0 right once, seed 1 twice
+    m = property_metrics(scores, clips, pairs, PhysicsConfig(table="", bootstrap=100))
+    assert m["properties"]["permanence"]["accuracy"] == pytest.approx(0.75)
+    assert m["properties"]["permanence"]["seed_accuracy"] == [0.5, 1.0]
+    assert m["seeds"] == 2
+
+
+# --------------------------------------------------------------------------- end to end and bad input
+
+
+def physics_config(voe, checkpoint, output, *overrides: str) -> PhysicsConfig:
+    base = [f"voe={voe}", f"checkpoint={checkpoint}", f"output={output}", "device=cpu", "context_slots=[2,3]",
+            "bootstrap=100", "models.random.seeds=[0,1]"]
+    return load_config(PhysicsConfig, REPO / "configs/evals/physics_world.yaml", [*base, *overrides])
+
+
+def test_physics_writes_metrics_with_random_controls(tiny_voe, future_checkpoint, tmp_path):
+    main(physics_config(tiny_voe, future_checkpoint, tmp_path))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["models"].keys() == {"jepa", "random"}
+    assert metrics["models"]["random"]["seeds"] == 2
+    for model in metrics["models"].values():
+        assert model["properties"].keys() == set(PROPERTIES)
+        for e in model["properties"].values():
+            assert 0 <= e["ci"][0] <= e["accuracy"] <= e["ci"][1] <= 1 and 0 <= e["auroc"] <= 1 and e["pairs"] == 2
+        assert model["mean_accuracy"] == pytest.approx(np.mean([e["accuracy"] for e in model["properties"].values()]))
+    with open(tmp_path / "surprise.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 20  # jepa + 2 random seeds, 20 clips
+    curve = rows[0]["curve"].split(" ")
+    assert len(curve) == 4 and curve[:2] == ["", ""] and float(rows[0]["max"]) >= float(rows[0]["mean"]) > 0
+    for name in ("accuracy.png", "surprise_curves.png", "report.md", "config.yaml"):
+        assert (tmp_path / name).is_file()
+
+
+def test_table_naming_a_missing_video_is_a_clear_error(tmp_path):
+    (tmp_path / "voe.csv").write_text("path,group,possible,property\ngone.mp4,g0,1,gravity\n")
+    with pytest.raises(DataError, match="gone.mp4"):
+        read_voe_table(str(tmp_path / "voe.csv"))
+
+
+def test_table_without_a_required_column_is_a_clear_error(tmp_path):
+    (tmp_path / "voe.csv").write_text("path,group,property\nclip.mp4,g0,gravity\n")
+    with pytest.raises(DataError, match="no column possible"):
+        read_voe_table(str(tmp_path / "voe.csv"))
