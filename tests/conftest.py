@@ -28,6 +28,16 @@ def tiny_world(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_world, tmp_path_factory) -> Path:
+    """Two steps of the demo recipe (its masks end with `{type: future}`) on the tiny world."""
+    from vjepa.train import pretrain
+
+    out = tmp_path_factory.mktemp("pretrain")
+    pretrain(tiny_pretrain_config(tiny_world, out, "optimization.steps=2"))
+    return out / "checkpoints" / "latest.pt"
+
+
 def tiny_pretrain_config(world: Path, output: Path, *overrides: str):
     """A micro V-JEPA on the tiny world: 8 frames at 32x32, patch 8, tubelet 2 -> 4x4x4 tokens."""
     from vjepa.config import load_config

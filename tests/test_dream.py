@@ -13,14 +13,6 @@ from vjepa.config import load_config
 from vjepa.train import pretrain
 
 
-@pytest.fixture(scope="module")
-def future_checkpoint(tiny_world, tmp_path_factory):
-    """A few steps of the demo recipe, whose masks end with `{type: future}` (mask token 2)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    pretrain(tiny_pretrain_config(tiny_world, out, "optimization.steps=2"))
-    return out / "checkpoints" / "latest.pt"
-
-
 def dream_config(world, checkpoint, output, *overrides: str) -> DreamConfig:
     base = [f"world={world}", f"checkpoint={checkpoint}", f"output={output}", "device=cpu",
             "data.max_videos=6", "data.batch_size=3", "data.num_workers=0"]
@@ -41,8 +33,8 @@ def test_normaliser_is_the_mean_distance_to_the_mean_feature():
     assert mean_abs_deviation(features) == pytest.approx(1.5)
 
 
-def test_future_mask_token_comes_from_the_checkpoint_masks(future_checkpoint):
-    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(future_checkpoint)), None)
+def test_future_mask_token_comes_from_the_checkpoint_masks(tiny_checkpoint):
+    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
     assert [m.type for m in model.arch.masks].index("future") == model.mask_index == 2
 
 
@@ -52,8 +44,8 @@ def test_no_future_mask_is_a_clear_error(tiny_world, tmp_path):
         build_world_models("jepa", WorldModelSource(checkpoint=str(tmp_path / "checkpoints/latest.pt")), None)
 
 
-def test_rollout_feeds_its_own_predictions_back(future_checkpoint):
-    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(future_checkpoint)), None)
+def test_rollout_feeds_its_own_predictions_back(tiny_checkpoint):
+    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
     torch.manual_seed(0)
     clips = torch.randn(2, 3, 8, 32, 32)
     context = context_slots(model, clips, range(2))
@@ -68,8 +60,8 @@ def test_rollout_feeds_its_own_predictions_back(future_checkpoint):
     assert (imagined[:, 1:2] - from_real).abs().max() > 1e-4
 
 
-def test_dream_writes_metrics_for_models_and_baselines(tiny_world, future_checkpoint, tmp_path):
-    metrics = main(dream_config(tiny_world, future_checkpoint, tmp_path))
+def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoint, tmp_path):
+    metrics = main(dream_config(tiny_world, tiny_checkpoint, tmp_path))
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["models"].keys() == {"jepa", "random"}
     assert on_disk["baselines"].keys() == {"copy_last", "linear"}
@@ -83,6 +75,6 @@ def test_dream_writes_metrics_for_models_and_baselines(tiny_world, future_checkp
     assert "copy_last (baseline)" in (tmp_path / "report.md").read_text()
 
 
-def test_context_too_long_for_the_clip_is_a_clear_error(tiny_world, future_checkpoint, tmp_path):
+def test_context_too_long_for_the_clip_is_a_clear_error(tiny_world, tiny_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="context_slots=4"):
-        main(dream_config(tiny_world, future_checkpoint, tmp_path, "context_slots=4"))
+        main(dream_config(tiny_world, tiny_checkpoint, tmp_path, "context_slots=4"))

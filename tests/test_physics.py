@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_pretrain_config
+from conftest import REPO
 from evals.physics import PhysicsConfig, auroc, bootstrap_ci, main, pair_outcomes, property_metrics, read_voe_table
 from vjepa.config import load_config
 from vjepa.data import DataError
-from vjepa.train import pretrain
 from vjepa.world.voe import PROPERTIES, VoEConfig, generate_voe, make_twins
 
 TINY_WORLD = ["world.frames=16", "world.size=32", "world.object_size=[2.0,5.0]"]
@@ -27,13 +26,6 @@ def tiny_voe(tmp_path_factory):
     out = tmp_path_factory.mktemp("voe")
     generate_voe(voe_config(out))
     return out
-
-
-@pytest.fixture(scope="module")
-def future_checkpoint(tiny_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain")
-    pretrain(tiny_pretrain_config(tiny_world, out, "optimization.steps=2"))
-    return out / "checkpoints" / "latest.pt"
 
 
 # --------------------------------------------------------------------------- the generator
@@ -114,8 +106,8 @@ def physics_config(voe, checkpoint, output, *overrides: str) -> PhysicsConfig:
     return load_config(PhysicsConfig, REPO / "configs/evals/physics_world.yaml", [*base, *overrides])
 
 
-def test_physics_writes_metrics_with_random_controls(tiny_voe, future_checkpoint, tmp_path):
-    main(physics_config(tiny_voe, future_checkpoint, tmp_path))
+def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, tmp_path):
+    main(physics_config(tiny_voe, tiny_checkpoint, tmp_path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["models"].keys() == {"jepa", "random"}
     assert metrics["models"]["random"]["seeds"] == 2

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, tiny_pretrain_config
+from conftest import REPO
 from evals import features as features_module
 from evals.attentive import AttentiveConfig, attentive_classifier
 from evals.features import FeatureConfig, SourceConfig, build_sources, eval_dataset, load_or_extract
@@ -20,16 +20,9 @@ from vjepa.checkpoint import CheckpointError, load_checkpoint
 from vjepa.config import load_config
 from vjepa.data import DataError
 from vjepa.models import get_3d_sincos_pos_embed, interpolate_pos_embed
-from vjepa.train import ModelConfig, pretrain
+from vjepa.train import ModelConfig
 
 TINY_FEATURES = FeatureConfig(frames_per_clip=8, frame_step=2, crop_size=32, batch_size=8, num_workers=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain")
-    pretrain(tiny_pretrain_config(tiny_world, out, "optimization.steps=2"))
-    return out / "checkpoints" / "latest.pt"
 
 
 def probe_config(world, checkpoint, output, *overrides: str) -> ProbeConfig:

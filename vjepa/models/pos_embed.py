@@ -8,7 +8,6 @@ Rows are in the repo-wide token order: t-major, index = t*h*w + y*w + x.
 import math
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -123,16 +123,16 @@ def _format(value: float | int | str | None) -> str:
 def write_split_tables(output: Path, split: str, rows: list[dict], max_objects: int) -> None:
     """The video list (`path label`, label = number of objects) and the target table of a split."""
     lines = "".join(f"{row['path']} {row['n_objects']}\n" for row in rows)
-    _write_atomic(output / f"{split}.txt", lines)
+    write_atomic(output / f"{split}.txt", lines)
     columns = target_columns(max_objects)
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([_format(row.get(c)) for c in columns] for row in rows)
-    _write_atomic(output / f"{split}_targets.csv", table.getvalue())
+    write_atomic(output / f"{split}_targets.csv", table.getvalue())
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)

@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from vjepa.config import ConfigError, save_config
-from vjepa.world.generate import WorldConfig, validate_world_config
+from vjepa.world.generate import WorldConfig, validate_world_config, write_atomic
 from vjepa.world.physics import BOX, OnFrame, Scene, Trajectory, sample_scene, simulate
 from vjepa.world.render import render_frames
 from vjepa.world.video import write_video
@@ -168,9 +168,7 @@ def write_table(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(table, fieldnames=TABLE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(table.getvalue())
-    tmp.replace(path)
+    write_atomic(path, table.getvalue())
 
 
 def generate_voe(cfg: VoEConfig) -> Path:
