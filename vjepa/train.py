@@ -335,7 +335,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if dist.is_main:
         save_config(cfg, out / "config.yaml")
         csv_log = CSVLog(out / "log.csv", LOG_FIELDS, resume_from_step=start_step if resume_from else None)
-        n_params = sum(p.numel() for m in objective.trainable_modules() for p in m.parameters())
+        n_params = sum(p.numel() for m in objective.trainable_modules() for p in m.parameters() if p.requires_grad)
         log.info("%s: %d videos, token grid %s, %.2fM trainable parameters, %s on %s, %d steps",
                  cfg.objective, len(dataset), grid, n_params / 1e6, str(dtype).replace("torch.", ""), device,
                  cfg.optimization.steps)
