@@ -265,6 +265,18 @@ def train_step(model, objective: Objective, optimizer, clips, masks, momentum: f
     return loss.detach(), stats, float(grad_norm)
 
 
+def rank_masks(generators, cfg: PretrainConfig, dist: distributed.DistInfo, step: int, rows: int, device):
+    """This rank's rows of the masks of the whole global batch.
+
+    Sampling for the global batch (the same on every rank) and slicing keeps token counts equal
+    across ranks and makes a DDP run see the masks one process with the global batch would.
+    """
+    local = cfg.data.batch_size * cfg.data.clips_per_video
+    pairs = sample_masks(generators, local * dist.world_size, cfg.seed, step)
+    first = dist.rank * local
+    return [tuple(t[first : first + rows].to(device, non_blocking=True) for t in pair) for pair in pairs]
+
+
 def flatten_clips(clips: torch.Tensor) -> torch.Tensor:
     """[B, clips, C, T, H, W] -> [B*clips, C, T, H, W]; several clips of a video are separate samples."""
     return clips.flatten(0, 1) if clips.ndim == 6 else clips
@@ -361,8 +373,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             if clips.size(0) > 0:
                 # drop-path and anything else drawing from torch's global RNG: a function of (seed, step)
                 torch.manual_seed(cfg.seed * 1_000_003 + step)
-                masks = [tuple(t.to(device, non_blocking=True) for t in pair) for pair in
-                         sample_masks(generators, clips.size(0), cfg.seed + 7919 * dist.rank, step)]
+                masks = rank_masks(generators, cfg, dist, step, clips.size(0), device)
                 lr, wd, momentum = schedules(step)
                 set_lr_wd(optimizer, lr, wd)
                 with_rankme = logged and cfg.logging.rankme_every > 0 and step % cfg.logging.rankme_every == 0

@@ -233,15 +233,24 @@ def _ceil_div(a: int, b: int) -> int:
 def epoch_batches(
     dataset_len: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int, drop_last: bool
 ) -> list[list[int]]:
-    """This rank's batches of dataset indices for one epoch, sharded as DistributedSampler does."""
+    """This rank's batches of dataset indices for one epoch.
+
+    Global batch k is the k-th run of `batch_size * world_size` indices of a seeded permutation,
+    and rank r takes the r-th contiguous slice of it: so the ranks together see exactly the batch
+    one process would see with `batch_size * world_size`, row for row (DDP equals one process).
+    """
     generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
     order = torch.randperm(dataset_len, generator=generator).tolist()
     if drop_last:
         order = order[: dataset_len - dataset_len % world_size]
     else:  # pad by repeating the start, so every rank runs the same number of steps
         order = (order * world_size)[: _ceil_div(dataset_len, world_size) * world_size]
-    shard = order[rank::world_size]
-    batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
+    per_rank = len(order) // world_size
+    batches = []
+    for start in range(0, per_rank, batch_size):
+        size = min(batch_size, per_rank - start)  # the last global batch may be short: split it evenly
+        first = start * world_size + rank * size
+        batches.append(order[first : first + size])
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
