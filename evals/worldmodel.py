@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from evals.features import FeatureConfig, architecture, fit_pos_embed
-from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state, strip_prefixes
+from evals.features import FeatureConfig, architecture, encoder_state, fit_pos_embed
+from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from vjepa.data import VideoTransform
+from vjepa.data.dataset import read_frames
 from vjepa.train import ModelConfig, PretrainConfig, build_networks
 
 log = logging.getLogger("vjepa.worldmodel")
@@ -87,8 +88,8 @@ def build_world_models(name: str, spec: WorldModelSource, mask_index: Optional[i
     index = future_mask_index(arch, spec.checkpoint, mask_index)
     if spec.kind == "checkpoint":
         encoder, predictor = build_networks(arch)
-        which = "target_encoder" if "target_encoder" in ckpt else "encoder"
-        load_module_state(encoder, fit_pos_embed(strip_prefixes(ckpt[which]), encoder, spec.checkpoint), which, spec.checkpoint)
+        which, state = encoder_state(ckpt, "auto", spec.checkpoint, name)
+        load_module_state(encoder, fit_pos_embed(state, encoder, spec.checkpoint), which, spec.checkpoint)
         if "predictor" not in ckpt:
             raise CheckpointError(f"{spec.checkpoint}: no 'predictor' in the checkpoint; world-model tests need one")
         load_module_state(predictor, ckpt["predictor"], "predictor", spec.checkpoint)
@@ -126,7 +127,7 @@ def read_clip_from_start(path: str, frames_per_clip: int, frame_step: int, trans
 
     video = decord.VideoReader(path, num_threads=1, ctx=decord.cpu(0))
     indices = np.minimum(frame_step * np.arange(frames_per_clip), len(video) - 1)
-    frames = torch.from_numpy(np.stack([video[int(i)].asnumpy() for i in indices]))
+    frames = torch.from_numpy(read_frames(video, indices))
     return transform(frames, np.random.default_rng(0))
 
 

@@ -59,8 +59,8 @@ def sample_clip_indices(
     return np.minimum(indices, num_frames - 1)
 
 
-def _get_frames(video: decord.VideoReader, indices: np.ndarray) -> np.ndarray:
-    """uint8 frames [len(indices), H, W, 3]."""
+def read_frames(video: decord.VideoReader, indices: np.ndarray) -> np.ndarray:
+    """uint8 frames [len(indices), H, W, 3] (works around decord's misread of padded rows)."""
     try:
         return video.get_batch(indices.tolist()).asnumpy()
     except decord.DECORDError as exc:
@@ -163,7 +163,7 @@ class VideoDataset(Dataset):
         indices = sample_clip_indices(len(video), self.frames_per_clip, self.frame_step, self.clips_per_video, rng)
         # decode each distinct frame once: clips may overlap and short videos repeat their last frame
         wanted, where = np.unique(indices.ravel(), return_inverse=True)
-        return _get_frames(video, wanted)[where.reshape(indices.shape)]
+        return read_frames(video, wanted)[where.reshape(indices.shape)]
 
     def _check_readable(self) -> None:
         """Stop at once if no entry can be read; a good list costs one probe."""
