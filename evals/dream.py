@@ -34,8 +34,7 @@ from torch.utils.data import DataLoader, Subset
 
 from evals.features import subset_indices
 from evals.worldmodel import (
-    WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, context_slots,
-    predict_slots, slot_l1, target_slots,
+    WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, slot_l1,
 )
 from vjepa.config import save_config
 from vjepa.data import DataError, VideoDataset, collate_videos
@@ -70,19 +69,6 @@ class DreamConfig:
 
 
 # --------------------------------------------------------------------------- rollouts and baselines
-
-
-@torch.no_grad()
-def imagine(model: WorldModel, context: Tensor, num_slots: int) -> Tensor:
-    """Roll out from `context` [B, k, N, D] (slots 0..k-1) to slot num_slots-1, one slot a step,
-    each prediction appended to the context. Returns the imagined slots [B, num_slots-k, N, D]."""
-    k = context.size(1)
-    imagined = []
-    for t in range(k, num_slots):
-        pred = predict_slots(model, context, range(t), [t])
-        imagined.append(pred)
-        context = torch.cat([context, pred], dim=1)
-    return torch.cat(imagined, dim=1)
 
 
 def copy_last(context: Tensor, horizon: int) -> Tensor:
@@ -129,13 +115,12 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
             continue
         clips = batch["clips"].to(device)
         for i, (model, curve) in enumerate(zip(models, curves)):
-            real = target_slots(model, clips)
-            context = context_slots(model, clips, range(k))
+            real = model.target_slots(clips)
             future = real[:, k:]
-            curve.errors.append(slot_l1(imagine(model, context, real.size(1)), future).cpu())
+            curve.errors.append(slot_l1(model.imagine(clips, k), future).cpu())
             curve.futures.append(future.half().cpu())
             if i == 0:  # baselines in the first model's feature space
-                horizon = future.size(1)
+                context, horizon = model.context_slots(clips, range(k)), future.size(1)
                 curve.baselines["copy_last"].append(slot_l1(copy_last(context, horizon), future).cpu())
                 curve.baselines["linear"].append(slot_l1(linear_extrapolation(context, horizon), future).cpu())
     return curves

@@ -2,8 +2,9 @@
 
 A `FeatureSource` turns clips [B, C, T, H, W] into tokens [B, N, D]. Sources are built from a
 `SourceConfig` by the builder registered for its `kind`: `checkpoint` (this project's or the
-official V-JEPA layout), `random` (the same architecture, freshly initialised, one per seed) and
-`timm` (a timm image model applied to every frame). `register_source` adds a kind.
+official V-JEPA layout, or another objective's: a denoising encoder is read at a fixed noise level),
+`random` (the same architecture, freshly initialised, one per seed), `raw` (downsampled pixels,
+the floor) and `timm` (a timm image model applied to every frame). `register_source` adds a kind.
 
 `load_or_extract` runs every source whose features are not cached over a video list in one pass,
 so each clip is decoded once for all of them, and stores per clip the mean-pooled tokens of the
@@ -23,6 +24,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
@@ -33,6 +35,7 @@ from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from vjepa.config import to_container
 from vjepa.data import DataError, SkipTracker, VideoDataset, VideoTransform, collate_videos
 from vjepa.models import interpolate_pos_embed
+from vjepa.objectives.denoise import Denoising, noise_clips
 from vjepa.train import ModelConfig, PretrainConfig, build_networks
 
 log = logging.getLogger("vjepa.probe")
@@ -42,11 +45,12 @@ log = logging.getLogger("vjepa.probe")
 class SourceConfig:
     """One model to probe; its name (jepa, random, ...) is its key under `models`."""
 
-    kind: str = "checkpoint"  # checkpoint | random | timm, or a kind added with register_source
+    kind: str = "checkpoint"  # checkpoint | random | raw | timm, or a kind added with register_source
     checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy (null: `model`)
     encoder: str = "auto"  # network of a checkpoint: auto (target_encoder if present, else encoder) | target_encoder | encoder
     seeds: List[int] = field(default_factory=lambda: [0])  # random, timm: one model per seed, reported as mean and spread
     timm_model: Optional[str] = None  # timm: a model name, randomly initialised (nothing is downloaded)
+    raw_size: int = 8  # raw: each frame average-pooled to raw_size x raw_size pixels
 
 
 @dataclass
@@ -88,6 +92,42 @@ class EncoderSource(FeatureSource):
         if n > self.network.depth:
             raise ValueError(f"features.layers={n} but model '{self.name}' has only {self.network.depth} blocks")
         return self.network.get_intermediate_layers(clips, n)
+
+
+class NoisyEncoderSource(EncoderSource):
+    """A denoising model's encoder, read at one fixed noise level (vjepa/objectives/denoise.py).
+
+    Each clip's noise is seeded by the clip itself, so its features do not depend on the batch it
+    came in and can be cached.
+    """
+
+    def __init__(self, name: str, network: nn.Module, identity: dict, level: float):
+        super().__init__(name, network, {**identity, "noise_level": level})
+        self.level = level
+
+    def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
+        noise = torch.stack([clip_noise(c) for c in clips.cpu()]).to(clips.device)
+        return super().encode_layers(noise_clips(clips, torch.tensor(self.level), noise), n)
+
+
+def clip_noise(clip: Tensor) -> Tensor:
+    g = torch.Generator().manual_seed(int(hashlib.sha256(clip.float().numpy().tobytes()).hexdigest()[:15], 16))
+    return torch.randn(clip.shape, generator=g)
+
+
+class RawPixelSource(FeatureSource):
+    """The floor every learned feature should clear: downsampled pixels, one token per frame."""
+
+    def __init__(self, name: str, size: int):
+        super().__init__(name, nn.Identity(), {"kind": "raw", "size": size})
+        self.size = size
+
+    def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
+        if n != 1:
+            raise ValueError(f"model '{self.name}' (raw pixels) has no layers; set features.layers=1")
+        b, c, t = clips.shape[:3]
+        pooled = F.adaptive_avg_pool3d(clips.float(), (t, self.size, self.size))  # [B, C, T, s, s]
+        return [pooled.permute(0, 2, 1, 3, 4).reshape(b, t, c * self.size * self.size)]
 
 
 class FrameSource(FeatureSource):
@@ -200,6 +240,8 @@ def checkpoint_sources(name: str, spec: SourceConfig, model: ModelConfig, featur
     load_module_state(encoder, fit_pos_embed(state, encoder, spec.checkpoint), which, spec.checkpoint)
     identity = {"kind": "checkpoint", "file": file_identity(spec.checkpoint), "encoder": which,
                 "architecture": architecture_identity(arch)}
+    if arch.objective == "denoise":  # trained on noisy clips: read at the level its objective names
+        return [NoisyEncoderSource(name, encoder, identity, Denoising.probe_level)]
     return [EncoderSource(name, encoder, identity)]
 
 
@@ -213,6 +255,13 @@ def random_sources(name: str, spec: SourceConfig, model: ModelConfig, features: 
         identity = {"kind": "random", "seed": seed, "architecture": architecture_identity(arch)}
         sources.append(EncoderSource(name, build_encoder_from(arch), identity))
     return sources
+
+
+@register_source("raw")
+def raw_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
+    if spec.raw_size < 1 or spec.raw_size > features.crop_size:
+        raise ValueError(f"models.{name}.raw_size={spec.raw_size}: expected 1 to features.crop_size={features.crop_size}")
+    return [RawPixelSource(name, spec.raw_size)]
 
 
 @register_source("timm")

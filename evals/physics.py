@@ -31,8 +31,8 @@ import torch
 from omegaconf import MISSING, OmegaConf
 
 from evals.worldmodel import (
-    WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, context_slots,
-    predict_slots, read_clip_from_start, slot_l1, target_slots,
+    WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, read_clip_from_start,
+    slot_l1,
 )
 from vjepa.config import save_config
 from vjepa.data import DataError
@@ -126,13 +126,13 @@ def twin_pairs(clips: list[VoEClip]) -> dict[str, list[tuple[int, int]]]:
 def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int]) -> torch.Tensor:
     """[B, T] surprise per time slot, averaged over context lengths; NaN where no window ends."""
     num_slots = model.grid[0]
-    real = target_slots(model, clips)
+    real = model.target_slots(clips)
     total = torch.zeros(clips.size(0), num_slots)
     count = torch.zeros(num_slots)
     for c in lengths:
         for t in range(c, num_slots):
             window = range(t - c, t)
-            pred = predict_slots(model, context_slots(model, clips, window), window, [t])
+            pred = model.predict_slots(model.context_slots(clips, window), window, [t])
             total[:, t] += slot_l1(pred, real[:, t:t + 1])[:, 0].cpu()
             count[t] += 1
     return total / count.where(count > 0, torch.tensor(float("nan")))

@@ -23,7 +23,8 @@ from evals.features import FeatureConfig, architecture, encoder_state, fit_pos_e
 from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from vjepa.data import VideoTransform
 from vjepa.data.dataset import read_frames
-from vjepa.train import ModelConfig, PretrainConfig, build_networks
+from vjepa.objectives.pixel import normalise_patches, patchify, unpatchify
+from vjepa.train import ModelConfig, PretrainConfig, build_objective
 
 log = logging.getLogger("vjepa.worldmodel")
 
@@ -39,7 +40,11 @@ class WorldModelSource:
 
 @dataclass
 class WorldModel:
-    """A frozen target encoder and predictor, and the clip geometry they were built for."""
+    """A frozen target encoder and predictor (JEPA), and the clip geometry they were built for.
+
+    The three methods below are all the world-model tests ask of a model; `PixelWorldModel`
+    answers them in pixel space for a model trained to reconstruct pixels.
+    """
 
     name: str
     encoder: nn.Module  # the target encoder (the EMA one), or the encoder if a checkpoint has none
@@ -61,6 +66,79 @@ class WorldModel:
         self.predictor.to(device)
         return self
 
+    @torch.no_grad()
+    def target_slots(self, clips: Tensor) -> Tensor:
+        """What really happened: layer-normed target features of the whole clip, [B, T, H*W, D]."""
+        h = layer_norm(self.encoder(clips))
+        return h.view(h.size(0), self.grid[0], self.tokens_per_slot, h.size(-1))
+
+    @torch.no_grad()
+    def context_slots(self, clips: Tensor, slots: Sequence[int]) -> Tensor:
+        """Layer-normed features of `slots` with the encoder seeing only those slots, [B, len(slots), H*W, D]."""
+        idx = slot_indices(slots, self.tokens_per_slot, clips.size(0), clips.device)
+        h = layer_norm(self.encoder(clips, masks=idx))
+        return h.view(h.size(0), len(slots), self.tokens_per_slot, h.size(-1))
+
+    @torch.no_grad()
+    def predict_slots(self, context: Tensor, ctx_slots: Sequence[int], tgt_slots: Sequence[int]) -> Tensor:
+        """The predictor's view of `tgt_slots` [B, len(tgt), H*W, D'] from `context` [B, len(ctx), H*W, D]."""
+        b, n = context.size(0), self.tokens_per_slot
+        ctx_idx = slot_indices(ctx_slots, n, b, context.device)
+        tgt_idx = slot_indices(tgt_slots, n, b, context.device)
+        pred = self.predictor(context.flatten(1, 2), ctx_idx, tgt_idx, mask_index=self.mask_index)
+        return pred.float().view(b, len(tgt_slots), n, -1)
+
+    @torch.no_grad()
+    def imagine(self, clips: Tensor, k: int) -> Tensor:
+        """Roll out from the first k real slots to the clip's end, one slot a step, each prediction
+        appended to the context (no pixels). Returns the imagined slots [B, T-k, H*W, D]."""
+        context = self.context_slots(clips, range(k))
+        imagined = []
+        for t in range(k, self.grid[0]):
+            pred = self.predict_slots(context, range(t), [t])
+            imagined.append(pred)
+            context = torch.cat([context, pred], dim=1)
+        return torch.cat(imagined, dim=1)
+
+
+class PixelWorldModel(WorldModel):
+    """A pixel-reconstruction model (vjepa/objectives/pixel.py) asked the same questions in pixel space.
+
+    Its targets are the per-patch normalised pixels it was trained to reconstruct; its context is
+    its encoder's output on the context slots (what its decoder was trained on). An imagined slot
+    is turned back into frames with the mean and spread of each patch in the slot before it (the
+    normalisation throws them away) and re-encoded as context for the next step.
+    """
+
+    def patches(self, clips: Tensor) -> Tensor:
+        m = self.arch.model
+        return patchify(clips.float(), m.tubelet_size, m.patch_size)
+
+    @torch.no_grad()
+    def target_slots(self, clips: Tensor) -> Tensor:
+        p = normalise_patches(self.patches(clips))
+        return p.view(p.size(0), self.grid[0], self.tokens_per_slot, p.size(-1))
+
+    @torch.no_grad()
+    def context_slots(self, clips: Tensor, slots: Sequence[int]) -> Tensor:
+        idx = slot_indices(slots, self.tokens_per_slot, clips.size(0), clips.device)
+        h = self.encoder(clips, masks=idx)
+        return h.view(h.size(0), len(slots), self.tokens_per_slot, h.size(-1))
+
+    @torch.no_grad()
+    def imagine(self, clips: Tensor, k: int) -> Tensor:
+        m, n = self.arch.model, self.tokens_per_slot
+        work = self.patches(clips).clone()  # [B, N, P] raw pixel patches, later slots overwritten by dreams
+        imagined = []
+        for t in range(k, self.grid[0]):
+            frames = unpatchify(work, self.grid, m.tubelet_size, m.patch_size, clips.size(1))
+            pred = self.predict_slots(self.context_slots(frames, range(t)), range(t), [t])
+            imagined.append(pred)
+            prev = work[:, (t - 1) * n:t * n]
+            std = (prev.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+            work[:, t * n:(t + 1) * n] = pred[:, 0] * std + prev.mean(-1, keepdim=True)
+        return torch.cat(imagined, dim=1)
+
 
 def future_mask_index(arch: PretrainConfig, where: str, override: Optional[int]) -> int:
     """The mask token the predictor learned future prediction with: the `future` entry of `masks`."""
@@ -77,6 +155,10 @@ def _frozen(module: nn.Module) -> nn.Module:
     return module.eval().requires_grad_(False)
 
 
+#: world-model classes by pretraining objective; objectives without a predictor of the future have none
+WORLD_MODELS: dict[str, type[WorldModel]] = {"jepa": WorldModel, "pixel": PixelWorldModel}
+
+
 def build_world_models(name: str, spec: WorldModelSource, mask_index: Optional[int]) -> list[WorldModel]:
     """The models of one `models` entry (several for a random model with several seeds)."""
     if not spec.checkpoint:
@@ -85,21 +167,25 @@ def build_world_models(name: str, spec: WorldModelSource, mask_index: Optional[i
     if "config" not in ckpt:
         raise CheckpointError(f"{spec.checkpoint}: no 'config' in the checkpoint, so its architecture and masks are unknown")
     arch = architecture(ckpt, spec.checkpoint, ModelConfig(), FeatureConfig())
+    if arch.objective not in WORLD_MODELS:
+        raise ValueError(f"models.{name}: {spec.checkpoint} was trained with objective '{arch.objective}', which "
+                         f"learns no predictor of the future; world-model tests take {' or '.join(WORLD_MODELS)} models")
+    cls = WORLD_MODELS[arch.objective]
     index = future_mask_index(arch, spec.checkpoint, mask_index)
     if spec.kind == "checkpoint":
-        encoder, predictor = build_networks(arch)
+        objective = build_objective(arch)
         which, state = encoder_state(ckpt, "auto", spec.checkpoint, name)
-        load_module_state(encoder, fit_pos_embed(state, encoder, spec.checkpoint), which, spec.checkpoint)
+        load_module_state(objective.encoder, fit_pos_embed(state, objective.encoder, spec.checkpoint), which, spec.checkpoint)
         if "predictor" not in ckpt:
             raise CheckpointError(f"{spec.checkpoint}: no 'predictor' in the checkpoint; world-model tests need one")
-        load_module_state(predictor, ckpt["predictor"], "predictor", spec.checkpoint)
-        return [WorldModel(name, _frozen(encoder), _frozen(predictor), arch, index)]
+        load_module_state(objective.predictor, ckpt["predictor"], "predictor", spec.checkpoint)
+        return [cls(name, _frozen(objective.encoder), _frozen(objective.predictor), arch, index)]
     if spec.kind == "random":
         models = []
         for seed in spec.seeds:
             torch.manual_seed(seed)
-            encoder, predictor = build_networks(arch)
-            models.append(WorldModel(name, _frozen(encoder), _frozen(predictor), arch, index, seed))
+            objective = build_objective(arch)
+            models.append(cls(name, _frozen(objective.encoder), _frozen(objective.predictor), arch, index, seed))
         return models
     raise ValueError(f"models.{name}.kind: unknown kind {spec.kind!r}; expected checkpoint or random")
 
@@ -142,31 +228,6 @@ def slot_indices(slots: Sequence[int], tokens_per_slot: int, batch: int, device:
 
 def layer_norm(x: Tensor) -> Tensor:
     return F.layer_norm(x.float(), (x.size(-1),))
-
-
-@torch.no_grad()
-def target_slots(model: WorldModel, clips: Tensor) -> Tensor:
-    """What really happened: layer-normed target features of the whole clip, [B, T, H*W, D]."""
-    h = layer_norm(model.encoder(clips))
-    return h.view(h.size(0), model.grid[0], model.tokens_per_slot, h.size(-1))
-
-
-@torch.no_grad()
-def context_slots(model: WorldModel, clips: Tensor, slots: Sequence[int]) -> Tensor:
-    """Layer-normed features of `slots` with the encoder seeing only those slots, [B, len(slots), H*W, D]."""
-    idx = slot_indices(slots, model.tokens_per_slot, clips.size(0), clips.device)
-    h = layer_norm(model.encoder(clips, masks=idx))
-    return h.view(h.size(0), len(slots), model.tokens_per_slot, h.size(-1))
-
-
-@torch.no_grad()
-def predict_slots(model: WorldModel, context: Tensor, ctx_slots: Sequence[int], tgt_slots: Sequence[int]) -> Tensor:
-    """The predictor's features of `tgt_slots` [B, len(tgt), H*W, D] from `context` [B, len(ctx), H*W, D]."""
-    b, n = context.size(0), model.tokens_per_slot
-    ctx_idx = slot_indices(ctx_slots, n, b, context.device)
-    tgt_idx = slot_indices(tgt_slots, n, b, context.device)
-    pred = model.predictor(context.flatten(1, 2), ctx_idx, tgt_idx, mask_index=model.mask_index)
-    return pred.float().view(b, len(tgt_slots), n, -1)
 
 
 def slot_l1(pred: Tensor, target: Tensor) -> Tensor:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_pretrain_config
-from evals.dream import DreamConfig, copy_last, imagine, linear_extrapolation, main, mean_abs_deviation
-from evals.worldmodel import WorldModelSource, build_world_models, context_slots, predict_slots, target_slots
+from evals.dream import DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation
+from evals.worldmodel import WorldModelSource, build_world_models
 from vjepa.config import load_config
 from vjepa.train import pretrain
 
@@ -48,13 +48,13 @@ def test_rollout_feeds_its_own_predictions_back(tiny_checkpoint):
     (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
     torch.manual_seed(0)
     clips = torch.randn(2, 3, 8, 32, 32)
-    context = context_slots(model, clips, range(2))
-    imagined = imagine(model, context, num_slots=4)
+    context = model.context_slots(clips, range(2))
+    imagined = model.imagine(clips, 2)
     assert imagined.shape == (2, 2, 16, model.encoder.embed_dim)
     # step 2 sees slots 0, 1 real and slot 2 imagined, not the real slot 2
-    fed_back = predict_slots(model, torch.cat([context, imagined[:, :1]], 1), range(3), [3])
-    real_slot2 = target_slots(model, clips)[:, 2:3]
-    from_real = predict_slots(model, torch.cat([context, real_slot2], 1), range(3), [3])
+    fed_back = model.predict_slots(torch.cat([context, imagined[:, :1]], 1), range(3), [3])
+    real_slot2 = model.target_slots(clips)[:, 2:3]
+    from_real = model.predict_slots(torch.cat([context, real_slot2], 1), range(3), [3])
     # an untrained predictor leans little on its context, so the difference is small but far above rounding
     assert (imagined[:, 1:2] - fed_back).abs().max() < 1e-6
     assert (imagined[:, 1:2] - from_real).abs().max() > 1e-4

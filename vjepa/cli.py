@@ -6,6 +6,7 @@
     vjepa voe      [--config FILE] [key=value ...]
     vjepa dream    [--config FILE] [key=value ...]
     vjepa physics  [--config FILE] [key=value ...]
+    vjepa compare  [--config FILE] [key=value ...]
     vjepa demo     [key=value ...]
 
 Each entry point is a plain function taking its typed config, so the same function runs locally
@@ -52,6 +53,8 @@ COMMANDS: dict[str, Command] = {
                      "imagined rollouts in latent space, against copy-last and linear baselines"),
     "physics": Command("evals.physics:PhysicsConfig", "evals.physics:main", "configs/evals/physics_world.yaml",
                        "violation of expectation: surprise on possible vs impossible twins"),
+    "compare": Command("evals.compare:CompareConfig", "evals.compare:main", "configs/evals/compare_world.yaml",
+                       "JEPA against pixel-reconstruction, denoising, random-init and raw-pixel features, side by side"),
     "demo": Command("vjepa.demo:DemoConfig", "vjepa.demo:main", None,
                     "the embedded default end to end: world, pretraining, probes, rollouts, violation of expectation, report"),
 }

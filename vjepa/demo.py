@@ -40,16 +40,21 @@ class DemoConfig:
     physics: List[str] = field(default_factory=list)  # ... for the violation-of-expectation test
 
 
-def run_world(cfg: DemoConfig, out: Path):
+def ensure_world(config: str, overrides: List[str], output: Path):
+    """Generate the world `config` + `overrides` describe into `output`, unless it is already there."""
     from vjepa.world.generate import WorldConfig, generate_world
 
-    world_cfg = load_config(WorldConfig, cfg.world_config, [*cfg.world, f"output={out / 'world'}"])
-    existing = out / "world" / "config.yaml"  # written last, so it marks a complete world
+    world_cfg = load_config(WorldConfig, config, [*overrides, f"output={output}"])
+    existing = output / "config.yaml"  # written last, so it marks a complete world
     if existing.is_file() and OmegaConf.to_yaml(OmegaConf.load(existing)) == OmegaConf.to_yaml(world_cfg):
-        log.info("world: reusing %s (same config)", out / "world")
+        log.info("world: reusing %s (same config)", output)
         return world_cfg
     generate_world(world_cfg)
     return world_cfg
+
+
+def run_world(cfg: DemoConfig, out: Path):
+    return ensure_world(cfg.world_config, cfg.world, out / "world")
 
 
 def run_pretrain(cfg: DemoConfig, out: Path):
