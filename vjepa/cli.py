@@ -8,9 +8,10 @@
     vjepa physics  [--config FILE] [key=value ...]
     vjepa compare  [--config FILE] [key=value ...]
     vjepa demo     [key=value ...]
+    vjepa submit   COMMAND [--config FILE] [slurm options] [key=value ...]   # the same, as a SLURM job
 
 Each entry point is a plain function taking its typed config, so the same function runs locally
-here and, later, inside a SLURM job.
+here and inside a SLURM job (`vjepa.submit`).
 """
 from __future__ import annotations
 
@@ -60,12 +61,17 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def load_command_config(name: str, config: str | None = None, overrides: Sequence[str] = ()) -> Any:
+    """The command's typed config: its schema, the recipe (or the command's default one), the overrides."""
+    command = COMMANDS[name]
+    schema, _ = command.load()
+    return load_config(schema, config or command.default_config, overrides)
+
+
 def run_command(name: str, config: str | None = None, overrides: Sequence[str] = ()) -> Any:
     """Load the command's typed config and call its entry point (what `vjepa NAME` does)."""
-    command = COMMANDS[name]
-    schema, entry = command.load()
-    cfg = load_config(schema, config or command.default_config, overrides)
-    return entry(cfg)
+    _, entry = COMMANDS[name].load()
+    return entry(load_command_config(name, config, overrides))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -85,13 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=None,
                        help=f"YAML recipe (default: {command.default_config or 'built-in defaults'})")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="OmegaConf dot-list overrides")
+    from vjepa.submit import add_submit_parser  # vjepa.submit imports this module
+
+    add_submit_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run_command(args.command, args.config, args.overrides)
+        if args.command == "submit":
+            from vjepa.submit import main as submit_main
+
+            submit_main(args)
+        else:
+            run_command(args.command, args.config, args.overrides)
     except KeyboardInterrupt:
         print(f"vjepa {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ from vjepa.objectives import OBJECTIVES, Objective
 from vjepa.optim import build_optimizer, cosine, linear, set_lr_wd, warmup_cosine
 from vjepa.report import plot_training_curves
 from vjepa.runlog import CSVLog, progress, setup_logging
+from vjepa.submit import preemption
 
 log = logging.getLogger("vjepa.train")
 
@@ -358,53 +359,64 @@ def pretrain(cfg: PretrainConfig) -> dict:
     bar = progress(cfg.optimization.steps, start_step, desc=cfg.objective, enabled=cfg.logging.progress and dist.is_main)
     t_run = time.perf_counter()
     last_loss = float("nan")
-    step = start_step
+    step = completed = start_step
+
+    def save_now() -> None:
+        """Write latest.pt for the last finished step (a preempted SLURM job calls this, then requeues)."""
+        epoch = max(completed - 1, 0) // stream.per_epoch
+        save_checkpoint(checkpoint_dict(objective, optimizer, cfg, completed, epoch, last_loss, dist), ckpt_dir / "latest.pt")
+        log.info("preempted: saved step %d to %s", completed, ckpt_dir / "latest.pt")
+
+    preemption.save_now = save_now if dist.is_main else None
     try:
         for step in range(start_step, cfg.optimization.steps):
             t0 = time.perf_counter()
             batch = stream.get(step)
             skips.update(batch["skipped"])
             data_time = time.perf_counter() - t0
-            clips = flatten_clips(batch["clips"]).to(device, non_blocking=True)
-            done = step + 1
-            logged = dist.is_main and (step % cfg.logging.log_every == 0 or done == cfg.optimization.steps)
-            # a batch whose videos were all unreadable trains nothing; the step still counts, so the
-            # step -> batch map (and with it exact resumption) is unchanged
-            if clips.size(0) > 0:
-                # drop-path and anything else drawing from torch's global RNG: a function of (seed, step)
-                torch.manual_seed(cfg.seed * 1_000_003 + step)
-                masks = rank_masks(generators, cfg, dist, step, clips.size(0), device)
-                lr, wd, momentum = schedules(step)
-                set_lr_wd(optimizer, lr, wd)
-                with_rankme = logged and cfg.logging.rankme_every > 0 and step % cfg.logging.rankme_every == 0
-                loss, stats, grad_norm = train_step(model, objective, optimizer, clips, masks, momentum,
-                                                    cfg.optimization.clip_grad, autocast, with_rankme)
-                last_loss = float(distributed.all_reduce_mean(loss.detach().float(), dist))
-                if not math.isfinite(last_loss):
-                    raise TrainingDiverged(
-                        f"loss is {last_loss} at step {step}; stopped without saving. The last good checkpoint "
-                        f"(if any) is {ckpt_dir / 'latest.pt'}; lower optimization.lr or raise optimization.warmup_steps."
-                    )
-                step_time = time.perf_counter() - t0
-                if logged:
-                    csv_log.write({
-                        "step": step, "epoch": step // stream.per_epoch, "loss": last_loss, "lr": lr, "wd": wd,
-                        "momentum": momentum, "grad_norm": grad_norm,
-                        **{k: float(stats.get(k, float("nan"))) for k in ("target_std", "pred_std", "rankme")},
-                        "clips_per_s": clips.size(0) * dist.world_size / step_time, "step_time": step_time,
-                        "data_time": data_time, "skipped_videos": skips.count, "elapsed": time.perf_counter() - t_run,
-                    })
-                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", skipped=skips.count, refresh=False)
-            bar.update(1)
+            with preemption.deferred():  # a preemption signal waits until this step is trained, logged and saved
+                clips = flatten_clips(batch["clips"]).to(device, non_blocking=True)
+                done = step + 1
+                logged = dist.is_main and (step % cfg.logging.log_every == 0 or done == cfg.optimization.steps)
+                # a batch whose videos were all unreadable trains nothing; the step still counts, so the
+                # step -> batch map (and with it exact resumption) is unchanged
+                if clips.size(0) > 0:
+                    # drop-path and anything else drawing from torch's global RNG: a function of (seed, step)
+                    torch.manual_seed(cfg.seed * 1_000_003 + step)
+                    masks = rank_masks(generators, cfg, dist, step, clips.size(0), device)
+                    lr, wd, momentum = schedules(step)
+                    set_lr_wd(optimizer, lr, wd)
+                    with_rankme = logged and cfg.logging.rankme_every > 0 and step % cfg.logging.rankme_every == 0
+                    loss, stats, grad_norm = train_step(model, objective, optimizer, clips, masks, momentum,
+                                                        cfg.optimization.clip_grad, autocast, with_rankme)
+                    last_loss = float(distributed.all_reduce_mean(loss.detach().float(), dist))
+                    if not math.isfinite(last_loss):
+                        raise TrainingDiverged(
+                            f"loss is {last_loss} at step {step}; stopped without saving. The last good checkpoint "
+                            f"(if any) is {ckpt_dir / 'latest.pt'}; lower optimization.lr or raise optimization.warmup_steps."
+                        )
+                    step_time = time.perf_counter() - t0
+                    if logged:
+                        csv_log.write({
+                            "step": step, "epoch": step // stream.per_epoch, "loss": last_loss, "lr": lr, "wd": wd,
+                            "momentum": momentum, "grad_norm": grad_norm,
+                            **{k: float(stats.get(k, float("nan"))) for k in ("target_std", "pred_std", "rankme")},
+                            "clips_per_s": clips.size(0) * dist.world_size / step_time, "step_time": step_time,
+                            "data_time": data_time, "skipped_videos": skips.count, "elapsed": time.perf_counter() - t_run,
+                        })
+                        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", skipped=skips.count, refresh=False)
+                bar.update(1)
 
-            if dist.is_main and (done % cfg.logging.checkpoint_every == 0 or done == cfg.optimization.steps):
-                check_finite_weights(objective, step, ckpt_dir / "latest.pt")
-                state = checkpoint_dict(objective, optimizer, cfg, done, step // stream.per_epoch, last_loss, dist)
-                save_checkpoint(state, ckpt_dir / "latest.pt")
-                if cfg.logging.snapshot_every and done % cfg.logging.snapshot_every == 0:
-                    save_checkpoint(state, ckpt_dir / f"step_{done:07d}.pt")
+                if dist.is_main and (done % cfg.logging.checkpoint_every == 0 or done == cfg.optimization.steps):
+                    check_finite_weights(objective, step, ckpt_dir / "latest.pt")
+                    state = checkpoint_dict(objective, optimizer, cfg, done, step // stream.per_epoch, last_loss, dist)
+                    save_checkpoint(state, ckpt_dir / "latest.pt")
+                    if cfg.logging.snapshot_every and done % cfg.logging.snapshot_every == 0:
+                        save_checkpoint(state, ckpt_dir / f"step_{done:07d}.pt")
+                completed = done
             distributed.barrier(dist)
     finally:
+        preemption.save_now = None
         bar.close()
         if dist.is_main:
             csv_log.close()

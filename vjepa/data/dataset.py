@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import re
+import signal
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
@@ -267,6 +268,11 @@ def _seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    from vjepa.submit import preemption
+
+    if preemption.armed:  # in a SLURM job the main process checkpoints on these; a worker must not die of them
+        for s in preemption.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
 
 
 def build_loader(
