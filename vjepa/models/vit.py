@@ -129,7 +129,10 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         """Encode a clip [B, C, T, H, W]; masks [B, K] are token indices to keep. Returns [B, K or N, D]."""
-        x = self.embed(x, masks)
+        return self.forward_tokens(self.embed(x, masks))
+
+    def forward_tokens(self, x: Tensor) -> Tensor:
+        """The blocks and final norm on tokens from `embed` [B, K, D] (several masks can share one embedding)."""
         x = run_blocks(self.blocks, x, self.use_activation_checkpointing and self.training)
         return self.norm(x)
 

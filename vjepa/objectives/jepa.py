@@ -50,9 +50,10 @@ class JEPA(Objective):
 
     def forward(self, clips, masks: Sequence[MaskPair], with_rankme: bool = False):
         targets = self.target_features(clips)
+        tokens = self.encoder.embed(clips)  # embedded once: every mask configuration gathers its context from it
         losses, preds = [], []
         for i, (ctx_idx, tgt_idx) in enumerate(masks):
-            ctx = self.encoder(clips, masks=ctx_idx)
+            ctx = self.encoder.forward_tokens(gather_tokens(tokens, ctx_idx))
             pred = self.predictor(ctx, ctx_idx, tgt_idx, mask_index=i)
             losses.append(F.l1_loss(pred.float(), gather_tokens(targets, tgt_idx).float()))
             preds.append(pred.detach())
@@ -68,7 +69,6 @@ class JEPA(Objective):
 
     @torch.no_grad()
     def after_step(self, momentum: float) -> None:
-        enc = [p.detach() for p in self.encoder.parameters()]
-        tgt = list(self.target_encoder.parameters())
-        torch._foreach_mul_(tgt, momentum)
-        torch._foreach_add_(tgt, enc, alpha=1.0 - momentum)
+        # target <- momentum * target + (1 - momentum) * encoder, in one pass over the weights
+        torch._foreach_lerp_(list(self.target_encoder.parameters()), [p.detach() for p in self.encoder.parameters()],
+                             1.0 - momentum)
