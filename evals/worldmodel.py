@@ -76,8 +76,12 @@ class WorldModel:
     def context_slots(self, clips: Tensor, slots: Sequence[int]) -> Tensor:
         """Layer-normed features of `slots` with the encoder seeing only those slots, [B, len(slots), H*W, D]."""
         idx = slot_indices(slots, self.tokens_per_slot, clips.size(0), clips.device)
-        h = layer_norm(self.encoder(clips, masks=idx))
+        h = self.context_space(self.encoder(clips, masks=idx))
         return h.view(h.size(0), len(slots), self.tokens_per_slot, h.size(-1))
+
+    def context_space(self, h: Tensor) -> Tensor:
+        """Encoder outputs as the predictor takes them: layer-normed, like its own fed-back outputs."""
+        return layer_norm(h)
 
     @torch.no_grad()
     def predict_slots(self, context: Tensor, ctx_slots: Sequence[int], tgt_slots: Sequence[int]) -> Tensor:
@@ -119,11 +123,8 @@ class PixelWorldModel(WorldModel):
         p = normalise_patches(self.patches(clips))
         return p.view(p.size(0), self.grid[0], self.tokens_per_slot, p.size(-1))
 
-    @torch.no_grad()
-    def context_slots(self, clips: Tensor, slots: Sequence[int]) -> Tensor:
-        idx = slot_indices(slots, self.tokens_per_slot, clips.size(0), clips.device)
-        h = self.encoder(clips, masks=idx)
-        return h.view(h.size(0), len(slots), self.tokens_per_slot, h.size(-1))
+    def context_space(self, h: Tensor) -> Tensor:
+        return h  # the decoder was trained on raw encoder outputs
 
     @torch.no_grad()
     def imagine(self, clips: Tensor, k: int) -> Tensor:
