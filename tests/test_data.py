@@ -21,6 +21,7 @@ from vjepa.data import (
     collate_videos,
     read_video_list,
     sample_clip_indices,
+    sample_crop_box,
 )
 
 CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -172,6 +173,20 @@ def test_train_transform_applies_one_crop_and_flip_to_every_frame():
         # brightness shifts survive only if every frame was cropped, resized and flipped alike
         for t in range(6):
             torch.testing.assert_close(out[:, t] - out[:, 0], (5 * t / 255 / std).expand(3, 24, 24), atol=1e-4, rtol=0)
+
+
+def test_uint8_resize_stays_within_one_grey_level_of_a_float_resize():
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 37, 53, 3), dtype=np.uint8))
+    transform = VideoTransform(crop_size=24, random_resize_scale=(0.5, 0.9), horizontal_flip=False)
+    out = transform(frames, np.random.default_rng(3))
+    top, left, h, w = sample_crop_box(37, 53, transform.scale, transform.ratio, np.random.default_rng(3))
+    reference = torch.nn.functional.interpolate(
+        frames[:, top : top + h, left : left + w].permute(0, 3, 1, 2).float(), size=(24, 24), mode="bilinear",
+        align_corners=False, antialias=True).permute(1, 0, 2, 3)
+    std, mean = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1), torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    grey_levels = (out * std + mean) * 255 - reference
+    assert grey_levels.abs().max() <= 1.0 + 1e-3
+    assert out.dtype == torch.float32 and out.is_contiguous()
 
 
 def test_horizontal_flip_is_sampled_per_clip():

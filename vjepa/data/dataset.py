@@ -130,8 +130,8 @@ class VideoDataset(Dataset):
         frames = self._read_frames(entry.path, rng)
         if isinstance(frames, Skipped):
             return frames
-        clips = torch.stack([self._transform(torch.from_numpy(f), rng) for f in frames])
-        clip = clips[0] if self.clips_per_video == 1 else clips
+        clips = [self._transform(torch.from_numpy(f), rng) for f in frames]
+        clip = clips[0] if self.clips_per_video == 1 else torch.stack(clips)
         return dict(clip=clip, label=entry.label, path=entry.path, index=index)
 
     def _transform(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Sampling the box once per clip (not per frame) keeps motion coherent: an object that moves one
 pixel between frames still moves one pixel after the crop. The whole clip is resized in a single
-`F.interpolate` call.
+`F.interpolate` call, on the uint8 frames (torch's fast path), before the one conversion to float.
 """
 from __future__ import annotations
 
@@ -75,10 +75,12 @@ class VideoTransform:
         self.horizontal_flip = horizontal_flip
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1)
+        self.scale_ = 1.0 / (255.0 * self.std)  # uint8 -> normalised in one multiply-add
+        self.shift_ = -self.mean / self.std
         self.train = train
 
     def __call__(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        _, height, width, _ = frames.shape
+        _, height, width, channels = frames.shape
         if self.train:
             top, left, h, w = sample_crop_box(height, width, self.scale, self.ratio, rng)
             flip = self.horizontal_flip and rng.random() < 0.5
@@ -86,16 +88,22 @@ class VideoTransform:
             side = min(height, width)
             top, left, h, w = (height - side) // 2, (width - side) // 2, side, side
             flip = False
-        clip = to_unit_clip(frames[:, top : top + h, left : left + w])
-        clip = self._resize(clip)
+        # [T, C, h, w] as a view: channels-last in memory, the layout of torch's fast uint8 resize
+        images = self._resize(frames[:, top : top + h, left : left + w].permute(0, 3, 1, 2))
         if flip:
-            clip = clip.flip(-1)
-        return ((clip - self.mean) / self.std).contiguous()
+            images = images.flip(-1)
+        # one pass from uint8 to the normalised float clip [C, T, H, W]: (x / 255 - mean) / std
+        clip = torch.empty((channels, images.shape[0], self.crop_size, self.crop_size), dtype=torch.float32)
+        clip.copy_(images.permute(1, 0, 2, 3))
+        return clip.mul_(self.scale_).add_(self.shift_)
 
-    def _resize(self, clip: torch.Tensor) -> torch.Tensor:
-        # interpolate reads [C, T, H, W] as a batch of C images with T channels: every frame is
-        # resized the same way, in one call
+    def _resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Frames [T, C, h, w] to crop_size, every frame the same way, in one call.
+
+        uint8 frames are resized as uint8 (antialiased bilinear, rounded): several times faster
+        than in float, and within one grey level of it.
+        """
         size = (self.crop_size, self.crop_size)
-        if clip.shape[-2:] == size:
-            return clip
-        return F.interpolate(clip, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if images.shape[-2:] == size:
+            return images
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
