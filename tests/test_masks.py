@@ -99,6 +99,20 @@ def test_future_mask_context_is_exactly_the_first_context_frames():
     assert FutureMask(GRID).context_frames == T // 2
 
 
+def test_future_mask_with_a_range_draws_one_cut_per_batch_over_the_whole_range():
+    T, H, W = GRID
+    gen = FutureMask(GRID, context_frames_range=(1, T - 1))
+    g = torch.Generator().manual_seed(0)
+    cuts = set()
+    for _ in range(200):
+        masks = gen(3, g)
+        cut = masks.context.shape[1] // (H * W)
+        cuts.add(cut)
+        assert torch.equal(masks.context, torch.arange(cut * H * W).expand(3, -1))
+        assert torch.equal(masks.target, torch.arange(cut * H * W, T * H * W).expand(3, -1))
+    assert cuts == set(range(1, T))
+
+
 def test_tube_targets_are_identical_across_time_and_differ_across_samples():
     target = as_bool(draw(RandomTube(GRID, ratio=0.75)).target, GRID)
     assert (target == target[:, :1]).all()
@@ -164,6 +178,8 @@ def test_build_mask_generator_rejects_an_unknown_type():
         ({"max_context_frames": 9}, "max_context_frames"),
         ({"type": "tube", "ratio": 1.0}, "ratio"),
         ({"type": "future", "context_frames": 8}, "context_frames"),
+        ({"type": "future", "context_frames_range": (0, 3)}, "context_frames_range"),
+        ({"type": "future", "context_frames_range": (5, 3)}, "context_frames_range"),
     ],
 )
 def test_out_of_range_settings_raise_errors_naming_the_field(overrides, field):

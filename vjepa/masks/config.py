@@ -24,7 +24,8 @@ class MaskConfig:
     # tube
     ratio: float = 0.9
     # future
-    context_frames: Optional[int] = None
+    context_frames: Optional[int] = None  # null: half the time slots
+    context_frames_range: Optional[Tuple[int, int]] = None  # [lo, hi]: the cut drawn per batch (overrides context_frames)
 
 
 MASK_TYPES = ("multiblock", "tube", "future")
@@ -44,7 +45,8 @@ def build_mask_generator(cfg: MaskConfig, grid: Sequence[int]):
     if cfg.type == "tube":
         return RandomTube(grid, ratio=cfg.ratio)
     if cfg.type == "future":
-        return FutureMask(grid, context_frames=cfg.context_frames)
+        return FutureMask(grid, context_frames=cfg.context_frames,
+                          context_frames_range=None if cfg.context_frames_range is None else tuple(cfg.context_frames_range))
     raise ValueError(f"masks: unknown mask type '{cfg.type}'; expected one of {', '.join(MASK_TYPES)}")
 
 

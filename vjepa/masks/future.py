@@ -2,10 +2,13 @@
 
 Training the predictor on this mask is what lets it roll the world forward in latent space
 (imagined rollouts): the target is always the future of the context, never its surroundings.
+With `context_frames_range` the cut moves: each batch draws how many time slots it sees, so the
+predictor learns to predict from short and long pasts alike, as rollouts and surprise tests ask
+it to (they start from 2 slots and grow the context one slot at a time).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -13,25 +16,36 @@ from vjepa.masks.base import MaskPair, check_grid
 
 
 class FutureMask:
-    def __init__(self, grid: Sequence[int], context_frames: Optional[int] = None):
+    def __init__(self, grid: Sequence[int], context_frames: Optional[int] = None,
+                 context_frames_range: Optional[Tuple[int, int]] = None):
         self.grid = check_grid(grid)
         T, H, W = self.grid
         self.context_frames = T // 2 if context_frames is None else context_frames
-        if not 0 < self.context_frames < T:
-            raise ValueError(
-                f"masks: context_frames must lie in [1, {T - 1}] for a grid with T={T} time slots "
-                f"(so both context and target are non-empty), got {self.context_frames}"
-            )
-        split = self.context_frames * H * W
-        self._context = torch.arange(split)
-        self._target = torch.arange(split, T * H * W)
+        self.context_frames_range = None if context_frames_range is None else tuple(context_frames_range)
+        for name, value in (("context_frames", self.context_frames), *(
+                (f"context_frames_range[{i}]", v) for i, v in enumerate(self.context_frames_range or ()))):
+            if not 0 < value < T:
+                raise ValueError(
+                    f"masks: {name} must lie in [1, {T - 1}] for a grid with T={T} time slots "
+                    f"(so both context and target are non-empty), got {value}"
+                )
+        if self.context_frames_range is not None:
+            if len(self.context_frames_range) != 2 or self.context_frames_range[0] > self.context_frames_range[1]:
+                raise ValueError(f"masks: context_frames_range must be [lo, hi] with lo <= hi, "
+                                 f"got {list(self.context_frames_range)}")
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> MaskPair:
-        # deterministic: the generator is accepted for the shared contract and left untouched
+        T, H, W = self.grid
+        cut = self.context_frames
+        if self.context_frames_range is not None:  # one cut for the batch: equal token counts per row
+            lo, hi = self.context_frames_range
+            cut = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        split = cut * H * W
         return MaskPair(
-            context=self._context.expand(batch_size, -1).clone(),
-            target=self._target.expand(batch_size, -1).clone(),
+            context=torch.arange(split).expand(batch_size, -1).clone(),
+            target=torch.arange(split, T * H * W).expand(batch_size, -1).clone(),
         )
 
     def __repr__(self) -> str:
-        return f"FutureMask(grid={self.grid}, context_frames={self.context_frames})"
+        cut = self.context_frames if self.context_frames_range is None else list(self.context_frames_range)
+        return f"FutureMask(grid={self.grid}, context_frames={cut})"
