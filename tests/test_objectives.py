@@ -74,3 +74,42 @@ def test_pixel_and_denoise_checkpoints_evaluate_through_the_same_paths(tiny_worl
     (model,) = build_world_models("pixel", WorldModelSource(checkpoint=str(tmp_path / "pixel/checkpoints/latest.pt")), None)
     assert isinstance(model, PixelWorldModel)
     assert model.imagine(clips, 2).shape == model.target_slots(clips)[:, 2:].shape == (2, 2, 16, 384)
+
+
+def test_variance_hinge_is_one_for_collapsed_features_and_zero_for_spread_ones():
+    from vjepa.objectives.jepa import variance_hinge
+
+    collapsed = torch.ones(4, 50, 16)
+    spread = torch.randn(4, 50, 16, generator=torch.Generator().manual_seed(0)) * 2.0
+    assert variance_hinge(collapsed).item() > 0.98
+    assert variance_hinge(spread).item() == 0.0
+
+
+def test_var_reg_adds_the_hinge_of_the_context_features_and_reaches_the_encoder(tiny_world, tmp_path):
+    from vjepa.masks import build_mask_generator, sample_masks
+    from vjepa.models.vit import gather_tokens
+    from vjepa.objectives.jepa import variance_hinge
+    from vjepa.train import build_objective, token_grid
+
+    cfg = tiny_pretrain_config(tiny_world, tmp_path)
+    clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
+    torch.manual_seed(0)
+    plain = build_objective(cfg)
+    cfg.loss.var_reg = 2.0
+    torch.manual_seed(0)
+    regularised = build_objective(cfg)
+    base, _ = plain(clips, masks)
+    loss, _ = regularised(clips, masks)
+    tokens = regularised.encoder.embed(clips)
+    hinges = [variance_hinge(regularised.encoder.forward_tokens(gather_tokens(tokens, c))) for c, _ in masks]
+    torch.testing.assert_close(loss, base + 2.0 * torch.stack(hinges).mean(), rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert regularised.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_var_reg_is_ignored_by_objectives_without_it(tiny_world, tmp_path):
+    from vjepa.train import build_objective
+
+    cfg = tiny_pretrain_config(tiny_world, tmp_path, "objective=pixel", PIXEL_MASKS, "loss.var_reg=1.0")
+    assert not hasattr(build_objective(cfg), "var_reg")

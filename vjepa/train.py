@@ -84,6 +84,17 @@ class OptimizationConfig:
 
 
 @dataclass
+class LossConfig:
+    """Extra loss terms; an objective uses those it lists in `options` and ignores the others."""
+
+    # jepa: weight of a variance hinge on the context encoder's outputs, mean over channels of
+    # relu(1 - std over the batch's tokens), the variance term of VICReg (Bardes et al. 2022) and of
+    # V-JEPA's `reg_coeff` (there on the predictor's outputs). It keeps every channel of the context
+    # features in use: without it this small model's context features fold into a few directions.
+    var_reg: float = 0.0
+
+
+@dataclass
 class LoggingConfig:
     log_every: int = 1  # CSV row every n steps
     checkpoint_every: int = 500  # overwrite checkpoints/latest.pt every n steps (and at the end)
@@ -112,6 +123,7 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     masks: List[MaskConfig] = field(default_factory=_default_masks)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
@@ -181,8 +193,14 @@ def build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Modul
 def build_objective(cfg: PretrainConfig) -> Objective:
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"objective: unknown {cfg.objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    objective = OBJECTIVES[cfg.objective]
+    defaults = LossConfig()
+    for key in vars(defaults):
+        if key not in objective.options and getattr(cfg.loss, key) != getattr(defaults, key):
+            # one recipe serves every objective (vjepa compare), so a term another objective owns is not an error
+            log.info("loss.%s: not a term of objective %r; ignored", key, cfg.objective)
     encoder, predictor = build_networks(cfg)
-    return OBJECTIVES[cfg.objective](encoder, predictor)
+    return objective(encoder, predictor, **{k: getattr(cfg.loss, k) for k in objective.options})
 
 
 def build_dataset(cfg: PretrainConfig) -> VideoDataset:

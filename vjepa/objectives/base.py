@@ -21,6 +21,8 @@ class Objective(nn.Module):
 
     #: attribute names of the networks saved in a checkpoint, under the same keys
     checkpoint_keys: tuple[str, ...] = ()
+    #: keys of the config's `loss` section this objective takes as constructor keywords
+    options: tuple[str, ...] = ()
 
     def forward(self, clips: torch.Tensor, masks: Sequence[MaskPair], with_rankme: bool = False
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -24,11 +24,19 @@ def effective_rank(features: torch.Tensor, max_rows: int = 2048) -> torch.Tensor
     return torch.exp(-(p * p.log()).sum())
 
 
+def variance_hinge(features: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg's variance term: mean over channels of relu(1 - std), the std over all tokens [.., D]."""
+    std = torch.sqrt(features.float().flatten(0, -2).var(0) + eps)
+    return F.relu(1.0 - std).mean()
+
+
 class JEPA(Objective):
     checkpoint_keys = ("encoder", "predictor", "target_encoder")
+    options = ("var_reg",)
 
-    def __init__(self, encoder: nn.Module, predictor: nn.Module):
+    def __init__(self, encoder: nn.Module, predictor: nn.Module, var_reg: float = 0.0):
         super().__init__()
+        self.var_reg = var_reg
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder)
@@ -55,7 +63,10 @@ class JEPA(Objective):
         for i, (ctx_idx, tgt_idx) in enumerate(masks):
             ctx = self.encoder.forward_tokens(gather_tokens(tokens, ctx_idx))
             pred = self.predictor(ctx, ctx_idx, tgt_idx, mask_index=i)
-            losses.append(F.l1_loss(pred.float(), gather_tokens(targets, tgt_idx).float()))
+            loss = F.l1_loss(pred.float(), gather_tokens(targets, tgt_idx).float())
+            if self.var_reg:
+                loss = loss + self.var_reg * variance_hinge(ctx)
+            losses.append(loss)
             preds.append(pred.detach())
         loss = torch.stack(losses).mean()
         stats = {
