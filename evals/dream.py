@@ -14,8 +14,16 @@ average feature", whatever the model's feature scale, and models can share one p
 baselines (copy the last context slot; extrapolate the last two linearly) work on the first
 checkpoint model's context features and use its normaliser.
 
+Dreams are also drawn (`decoder` in the config): a pixel decoder trained on each checkpoint
+model's frozen target features (evals/decoder.py) renders real and imagined slots, and a strip per
+model shows a few val clips: real frames, the decoder on the real clip's features (its ceiling),
+the decoder on the imagined slots. A pixel-reconstruction model's dreams are pixels already and are
+drawn as they are. Random-init models get no strip: their dreams are noise by construction and
+their latent curves already make the point. The decoder's val MSE, the dream's per horizon and the
+mean frame's go into metrics.json.
+
 The run folder gets metrics.json (keyed by model, plus baselines), error_vs_horizon.png,
-report.md and config.yaml.
+strip_<model>.png, report.md, config.yaml and decoders/ (the decoders, reused by a rerun).
 """
 from __future__ import annotations
 
@@ -32,12 +40,14 @@ from omegaconf import MISSING, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from evals.decoder import DecoderConfig, TrainedDecoder, load_or_train, slot_patches
 from evals.features import subset_indices
 from evals.worldmodel import (
-    WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, slot_l1,
+    PixelWorldModel, WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, slot_l1,
 )
 from vjepa.config import save_config
 from vjepa.data import DataError, VideoDataset, collate_videos
+from vjepa.objectives.pixel import unpatchify
 from vjepa.report import markdown_table
 from vjepa.runlog import setup_logging
 from vjepa.train import resolve_device
@@ -65,6 +75,7 @@ class DreamConfig:
     context_slots: int = 2  # real time slots (of tubelet_size frames each) the rollout starts from
     mask_index: Optional[int] = None  # predictor mask token; null: the checkpoint's `future` mask
     data: DreamDataConfig = field(default_factory=DreamDataConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # the pixel decoder and the dream strips
     models: Dict[str, WorldModelSource] = field(default_factory=dict)  # by name: jepa, random, ...
 
 
@@ -89,6 +100,11 @@ def mean_abs_deviation(features: Tensor) -> float:
     return float((flat - flat.mean(0)).abs().mean())
 
 
+def slot_mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared pixel error per clip and slot: [B, S, N, P] pairs -> [B, S]."""
+    return ((pred - target) ** 2).mean(dim=(-2, -1))
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -99,6 +115,7 @@ class Curves:
     errors: list = field(default_factory=list)  # [B, H] per batch
     futures: list = field(default_factory=list)  # real future features, half precision, for the normaliser
     baselines: dict = field(default_factory=lambda: {b: [] for b in BASELINES})
+    pixels: dict = field(default_factory=lambda: {"decoded": [], "mean_frame": [], "dream": []})  # [B, S] per batch
 
     def result(self) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
         scale = mean_abs_deviation(torch.cat(self.futures))
@@ -106,9 +123,18 @@ class Curves:
         base = {b: torch.cat(v).mean(0).numpy() / scale for b, v in self.baselines.items() if v}
         return raw / scale, scale, base
 
+    def pixel_result(self) -> Optional[dict]:
+        """Pixel MSEs on the val clips: the decoder on real features, the mean frame, the decoded dream per horizon."""
+        if not self.pixels["decoded"]:
+            return None
+        mse = {name: torch.cat(v).mean(0) for name, v in self.pixels.items()}
+        return {"val_mse": float(mse["decoded"].mean()), "mean_frame_mse": float(mse["mean_frame"].mean()),
+                "dream_mse": mse["dream"].tolist()}
+
 
 @torch.no_grad()
-def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch.device) -> list[Curves]:
+def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch.device,
+             decoders: dict[str, TrainedDecoder]) -> list[Curves]:
     curves = [Curves() for _ in models]
     for batch in loader:
         if not len(batch["indices"]):
@@ -117,10 +143,18 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
         for i, (model, curve) in enumerate(zip(models, curves)):
             real = model.target_slots(clips)
             future = real[:, k:]
-            curve.errors.append(slot_l1(model.imagine(clips, k), future).cpu())
+            imagined = model.imagine(clips, k)
+            curve.errors.append(slot_l1(imagined, future).cpu())
             curve.futures.append(future.half().cpu())
+            if model.name in decoders:
+                decoder, pixels = decoders[model.name], slot_patches(model, clips)
+                curve.pixels["decoded"].append(slot_mse(decoder.render(real), pixels).cpu())
+                curve.pixels["mean_frame"].append(slot_mse(decoder.mean_patch.expand_as(pixels), pixels).cpu())
+                curve.pixels["dream"].append(slot_mse(decoder.render(imagined), pixels[:, k:]).cpu())
             if i == 0:  # baselines in the first model's feature space
-                context, horizon = model.context_slots(clips, range(k)), future.size(1)
+                # a pixel model's targets are pixels, not its encoder's outputs: its baselines copy real pixels
+                context = real[:, :k] if isinstance(model, PixelWorldModel) else model.context_slots(clips, range(k))
+                horizon = future.size(1)
                 curve.baselines["copy_last"].append(slot_l1(copy_last(context, horizon), future).cpu())
                 curve.baselines["linear"].append(slot_l1(linear_extrapolation(context, horizon), future).cpu())
     return curves
@@ -130,9 +164,13 @@ def summarise(models: list[WorldModel], curves: list[Curves], k: int) -> dict:
     """metrics.json: per model name the mean curve over its seeds (with their spread), and the baselines."""
     out: dict = {"models": {}, "baselines": {}}
     per_name: dict[str, list] = {}
+    decoded: dict[str, dict] = {}
     for model, curve in zip(models, curves):
         error, scale, base = curve.result()
         per_name.setdefault(model.name, []).append((error, scale))
+        pixels = curve.pixel_result()
+        if pixels is not None:
+            decoded[model.name] = pixels
         for b, values in base.items():
             out["baselines"][b] = {"horizon": list(range(1, len(values) + 1)), "error": values.tolist(),
                                    "space": model.name}
@@ -142,6 +180,8 @@ def summarise(models: list[WorldModel], curves: list[Curves], k: int) -> dict:
                  "scale": [s for _, s in runs]}
         if len(runs) > 1:
             entry.update(std=errors.std(0).tolist(), seeds=len(runs))
+        if name in decoded:
+            entry["decoder"] = decoded[name]
         out["models"][name] = entry
     out["context_slots"] = k
     out["frames_per_slot"] = models[0].arch.model.tubelet_size * models[0].arch.data.frame_step
@@ -172,6 +212,95 @@ def plot_curves(path: Path, metrics: dict) -> None:
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- dream strips
+
+CONTEXT, DREAM, PLAIN = (0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.82, 0.82, 0.82)  # frame borders
+BORDER, SLOT_GAP, CLIP_GAP, LABELS, HEADER = 2, 4, 10, 56, 14  # strip geometry, in pixels of the frames
+ZOOM = 2  # the PNG's pixels per frame pixel
+
+
+@torch.no_grad()
+def strip_rows(model: WorldModel, decoder: Optional[TrainedDecoder], clips: Tensor, k: int) -> dict[str, Tensor]:
+    """A strip's rows by label: frames [B, C, T, H, W] in [0, 1]. The dreamed row starts from the
+    context slots as the rollout saw them (decoded, for a decoded model)."""
+    real = slot_patches(model, clips)
+    if isinstance(model, PixelWorldModel):  # its dreams are pixels already: nothing to decode
+        rows = {"real": real, "dreamed": torch.cat([real[:, :k], model.imagine_pixels(clips, k)], 1)}
+    else:
+        decoded = decoder.render(model.target_slots(clips))
+        dreamed = torch.cat([decoded[:, :k], decoder.render(model.imagine(clips, k))], 1)
+        rows = {"real": real, "decoded": decoded, "dreamed": dreamed}
+    m, transform = model.arch.model, clip_transform(model.arch)
+    mean, std = transform.mean.to(clips.device), transform.std.to(clips.device)
+    return {label: (unpatchify(p.flatten(1, 2), model.grid, m.tubelet_size, m.patch_size) * std + mean).clamp(0, 1).cpu()
+            for label, p in rows.items()}
+
+
+def strip_size(clips: int, rows: int, frames: int, frame_size: int, frames_per_slot: int) -> tuple[int, int]:
+    """(height, width) of a strip PNG in pixels."""
+    cell = frame_size + 2 * BORDER
+    height = HEADER + clips * rows * cell + (clips - 1) * CLIP_GAP
+    width = LABELS + frames * cell + (frames // frames_per_slot - 1) * SLOT_GAP
+    return height * ZOOM, width * ZOOM
+
+
+def draw_strip(path: Path, title: str, rows: dict[str, Tensor], context_frames: int, frames_per_slot: int) -> None:
+    """One block of rows per clip, one column per frame; context frames bordered blue, dreamed ones
+    orange; columns labelled by horizon (time slots after the context)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clips, _, frames, size, _ = next(iter(rows.values())).shape
+    cell = size + 2 * BORDER
+    height, width = (n // ZOOM for n in strip_size(clips, len(rows), frames, size, frames_per_slot))
+    canvas = np.ones((height, width, 3))
+
+    def left(f: int) -> int:
+        return LABELS + f * cell + f // frames_per_slot * SLOT_GAP
+
+    def top(clip: int, row: int) -> int:
+        return HEADER + clip * (len(rows) * cell + CLIP_GAP) + row * cell
+
+    for c in range(clips):
+        for r, (label, video) in enumerate(rows.items()):
+            for f in range(frames):
+                y, x = top(c, r), left(f)
+                canvas[y:y + cell, x:x + cell] = CONTEXT if f < context_frames else DREAM if label == "dreamed" else PLAIN
+                canvas[y + BORDER:y + BORDER + size, x + BORDER:x + BORDER + size] = video[c, :, f].permute(1, 2, 0).numpy()
+
+    fig = plt.figure(figsize=(width * ZOOM / 100, height * ZOOM / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    text = dict(fontsize=7, va="center")
+    ax.text(2, HEADER / 2, title, fontweight="bold", **text)
+    ax.text((left(0) + left(context_frames) - SLOT_GAP) / 2, HEADER / 2, "context", ha="center", color=CONTEXT, **text)
+    for h, f in enumerate(range(context_frames, frames, frames_per_slot), start=1):
+        ax.text((left(f) + left(f + frames_per_slot) - SLOT_GAP) / 2, HEADER / 2, f"+{h}", ha="center", **text)
+    for c in range(clips):
+        for r, label in enumerate(rows):
+            ax.text(LABELS - 4, top(c, r) + cell / 2, label, ha="right", **text)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_strips(out: Path, models: list[WorldModel], decoders: dict[str, TrainedDecoder], clips: Tensor,
+                k: int) -> dict[str, str]:
+    """A strip PNG per model (each decoded, or a pixel model); returns their file names by model name."""
+    files = {}
+    for model in models:
+        frames_per_slot = model.arch.model.tubelet_size
+        rows = strip_rows(model, decoders.get(model.name), clips, k)
+        files[model.name] = f"strip_{model.name}.png"
+        draw_strip(out / files[model.name], model.name, rows, k * frames_per_slot, frames_per_slot)
+    return files
+
+
+# --------------------------------------------------------------------------- report
+
+
 def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
     columns = {**metrics["models"], **{f"{b} (baseline)": e for b, e in metrics["baselines"].items()}}
     horizon = next(iter(metrics["models"].values()))["horizon"]
@@ -189,10 +318,51 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         "",
         "![error vs horizon](error_vs_horizon.png)",
         "",
-        f"Rollouts {metrics['timing']['rollout_s']:.0f} s.",
+        *dream_section(metrics, cfg),
+        f"Rollouts {metrics['timing']['rollout_s']:.0f} s, decoders {metrics['timing']['decoder_s']:.0f} s, "
+        f"strips {metrics['timing']['strips_s']:.0f} s.",
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def dream_section(metrics: dict, cfg: DreamConfig) -> list[str]:
+    """The decoders' table and the strips, if any were made."""
+    decoded = {name: e["decoder"] for name, e in metrics["models"].items() if "decoder" in e}
+    strips = metrics.get("strips", {})
+    if not decoded and not strips:
+        return []
+    lines = ["## Dreams", ""]
+    if decoded:
+        horizon = len(next(iter(decoded.values()))["dream_mse"])
+        lines += [
+            "A pixel decoder trained on each model's frozen target features (a small probe: "
+            f"{cfg.decoder.epochs} epochs on up to {cfg.decoder.max_videos} clips of `{cfg.decoder.train_list}`) "
+            "renders real and imagined slots. Mean squared error on the val clips, in normalised pixels: the "
+            "decoder on the real clip's features (its ceiling), always predicting the train clips' mean frame, and "
+            "the decoded dream at the first and last horizon.",
+            "",
+            markdown_table(["model", "decoder", "mean frame", "dream +1", f"dream +{horizon}"],
+                           [[name, d["val_mse"], d["mean_frame_mse"], d["dream_mse"][0], d["dream_mse"][-1]]
+                            for name, d in decoded.items()]),
+            "",
+        ]
+    if strips:
+        lines += [
+            f"Rows: real frames; the decoder on their target features; the decoder on the imagined slots (a pixel "
+            f"model's dreams are drawn as they are). Blue: the {metrics['context_slots']} context slots the rollout "
+            f"starts from; orange: imagined, labelled by horizon in time slots as in the plot above.",
+            "",
+            *[f"![dream strip {name}]({file})\n" for name, file in strips.items()],
+        ]
+    return lines
+
+
+def train_decoders(models: list[WorldModel], cfg: DreamConfig, out: Path, device: torch.device) -> dict[str, TrainedDecoder]:
+    """A pixel decoder for each model whose dreams are features (a pixel model's are pixels already)."""
+    return {model.name: load_or_train(model, cfg.models[model.name].checkpoint, cfg.decoder, cfg.seed,
+                                      cfg.data.batch_size, cfg.data.num_workers, out / "decoders", device)
+            for model in models if not isinstance(model, PixelWorldModel)}
 
 
 def main(cfg: DreamConfig) -> dict:
@@ -220,13 +390,25 @@ def main(cfg: DreamConfig) -> dict:
                         num_workers=cfg.data.num_workers, collate_fn=collate_videos)
     for m in models:
         m.to(device)
+    drawn = [m for m in models if cfg.models[m.name].kind == "checkpoint"] if cfg.decoder.enabled else []
     t0 = time.perf_counter()
-    curves = roll_out(models, loader, k, device)
+    decoders = train_decoders(drawn, cfg, out, device)  # random init gets none: its dreams are noise by construction
+    timing = {"decoder_s": time.perf_counter() - t0, "strips_s": 0.0}
+    t0 = time.perf_counter()
+    curves = roll_out(models, loader, k, device, decoders)
     if not curves[0].errors:
         raise DataError(f"{cfg.data.list}: none of the {len(indices)} videos could be read")
     metrics = summarise(models, curves, k)
     metrics["videos"] = sum(len(e) for e in curves[0].errors)
-    metrics["timing"] = {"rollout_s": time.perf_counter() - t0}
+    timing["rollout_s"] = time.perf_counter() - t0
+    for name, d in decoders.items():
+        metrics["models"][name]["decoder"].update(train_clips=d.clips, epoch_loss=d.epoch_loss)
+    if drawn and cfg.decoder.strip_clips > 0:
+        t0 = time.perf_counter()
+        examples = collate_videos([dataset[i] for i in indices[:cfg.decoder.strip_clips]])["clips"].to(device)
+        metrics["strips"] = draw_strips(out, drawn, decoders, examples, k) if len(examples) else {}
+        timing["strips_s"] = time.perf_counter() - t0
+    metrics["timing"] = timing
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_curves(out / "error_vs_horizon.png", metrics)
     write_report(out / "report.md", metrics, cfg)

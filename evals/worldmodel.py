@@ -128,6 +128,15 @@ class PixelWorldModel(WorldModel):
 
     @torch.no_grad()
     def imagine(self, clips: Tensor, k: int) -> Tensor:
+        return self.dream(clips, k)[0]
+
+    @torch.no_grad()
+    def imagine_pixels(self, clips: Tensor, k: int) -> Tensor:
+        """The imagined slots as the rollout turned them back into pixel patches, [B, T-k, H*W, P]."""
+        return self.dream(clips, k)[1]
+
+    def dream(self, clips: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The rollout: imagined slots, normalised (the targets' space) and un-normalised (pixels)."""
         m, n = self.arch.model, self.tokens_per_slot
         work = self.patches(clips).clone()  # [B, N, P] raw pixel patches, later slots overwritten by dreams
         imagined = []
@@ -138,7 +147,8 @@ class PixelWorldModel(WorldModel):
             prev = work[:, (t - 1) * n:t * n]
             std = (prev.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
             work[:, t * n:(t + 1) * n] = pred[:, 0] * std + prev.mean(-1, keepdim=True)
-        return torch.cat(imagined, dim=1)
+        pixels = work.view(work.size(0), self.grid[0], n, work.size(-1))[:, k:]
+        return torch.cat(imagined, dim=1), pixels
 
 
 def future_mask_index(arch: PretrainConfig, where: str, override: Optional[int]) -> int:

@@ -70,9 +70,16 @@ def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoi
         assert len(entry["error"]) == 2 and all(e > 0 for e in entry["error"])
     assert on_disk["models"]["random"]["seeds"] == 2 and len(on_disk["models"]["random"]["std"]) == 2
     assert metrics["videos"] == 6
-    for name in ("error_vs_horizon.png", "report.md", "config.yaml"):
+    for name in ("error_vs_horizon.png", "strip_jepa.png", "report.md", "config.yaml"):
         assert (tmp_path / name).is_file()
     assert "copy_last (baseline)" in (tmp_path / "report.md").read_text()
+
+
+def test_dream_without_the_decoder_draws_nothing(tiny_world, tiny_checkpoint, tmp_path):
+    metrics = main(dream_config(tiny_world, tiny_checkpoint, tmp_path, "decoder.enabled=false"))
+    assert "strips" not in metrics and "decoder" not in metrics["models"]["jepa"]
+    assert not list(tmp_path.glob("strip_*.png")) and not (tmp_path / "decoders").exists()
+    assert "## Dreams" not in (tmp_path / "report.md").read_text()
 
 
 def test_context_too_long_for_the_clip_is_a_clear_error(tiny_world, tiny_checkpoint, tmp_path):

@@ -147,9 +147,10 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
 
 
 def _section(run_dir: Path) -> str:
-    """An evaluation's own report.md minus its title, images re-pointed into its run folder."""
+    """An evaluation's own report.md minus its title, images re-pointed into its run folder, its
+    sections (the dream strips, ...) one level down."""
     report = (run_dir / "report.md").read_text().splitlines()
-    body = [line for line in report if not line.startswith("# ")]
+    body = ["#" + line if line.startswith("## ") else line for line in report if not line.startswith("# ")]
     body = [line.replace("](", f"]({run_dir.name}/") if line.startswith("![") else line for line in body]
     return "\n".join(body).strip()
 
