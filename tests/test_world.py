@@ -136,6 +136,13 @@ def test_mechanical_energy_never_grows():
         assert max(energy) <= 1.02 * energy[0] + 1.0
 
 
+def test_objects_are_listed_largest_first():
+    cfg = WorldConfig(min_objects=3, max_objects=3)
+    for seed in range(20):
+        sizes = [o.size for o in sample_scene(np.random.default_rng(seed), cfg).objects]
+        assert sizes == sorted(sizes, reverse=True)
+
+
 def test_on_frame_can_teleport_an_object_and_render_obeys_visibility():
     cfg = WorldConfig(min_objects=1, max_objects=1, box_prob=1.0, occluder_prob=0.0)
     scene = sample_scene(np.random.default_rng(0), cfg)

@@ -86,7 +86,10 @@ def _place(rng: np.random.Generator, size: int, radius: float, placed: list[tupl
 
 
 def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
-    """A random scene: object count, shapes, masses, sizes, materials, poses, velocities, gravity."""
+    """A random scene: object count, shapes, masses, sizes, materials, poses, velocities, gravity.
+
+    Objects are listed largest first.
+    """
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     gravity = float(rng.uniform(*cfg.gravity))
     colours = distinct_colours(rng, n)
@@ -109,6 +112,9 @@ def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
             vx0=float(speed * math.cos(heading)), vy0=float(speed * math.sin(heading)),
             angle0=float(rng.uniform(0.0, 0.5 * math.pi)) if shape == BOX else 0.0,
         ))
+    # largest first: "object 0" (obj0_* in the target table, the object a VoE twin acts on) is then
+    # one a viewer can pick out, not whichever happened to be drawn first
+    objects.sort(key=lambda o: -o.size)
     occluder = None
     if rng.uniform() < cfg.occluder_prob:
         width = rng.uniform(cfg.size / 8, cfg.size / 5)

@@ -2,7 +2,7 @@
 
 Each group is one random scene (sampled as `vjepa world` samples them) simulated twice. The
 possible twin is the ordinary simulation; the impossible twin is identical up to `event_frame`,
-after which object 0 violates one property:
+after which object 0 (the largest) violates one property:
 
     permanence         it vanishes (drawn invisible from the event on)
     continuity         it teleports half the box away (its body is moved at the event)
