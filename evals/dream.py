@@ -11,8 +11,9 @@ Each imagined slot h steps ahead is compared with the layer-normed target featur
 clip: the mean absolute error, divided by the mean absolute distance of that model's real
 features from their mean feature vector. So 1.0 means "no better than always predicting the
 average feature", whatever the model's feature scale, and models can share one plot. The
-baselines (copy the last context slot; extrapolate the last two linearly) work on the first
-checkpoint model's context features and use its normaliser.
+baselines (copy the last context slot; extrapolate the last two linearly; each token position's
+mean real feature over the evaluated clips, which knows the layout but not the clip) work on the
+first checkpoint model's features and use its normaliser.
 
 Dreams are also drawn (`decoder` in the config): a pixel decoder trained on each checkpoint
 model's frozen target features (evals/decoder.py) renders real and imagined slots, and a strip per
@@ -100,6 +101,13 @@ def mean_abs_deviation(features: Tensor) -> float:
     return float((flat - flat.mean(0)).abs().mean())
 
 
+def position_mean_errors(futures: Tensor) -> np.ndarray:
+    """Per horizon, the L1 error of predicting each token position's mean real feature over the clips
+    [M, H, N, D]: a prediction that knows the typical layout and nothing of the clip at hand."""
+    f = futures.float()
+    return slot_l1(f.mean(0, keepdim=True).expand_as(f), f).mean(0).numpy()
+
+
 def slot_mse(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared pixel error per clip and slot: [B, S, N, P] pairs -> [B, S]."""
     return ((pred - target) ** 2).mean(dim=(-2, -1))
@@ -121,6 +129,8 @@ class Curves:
         scale = mean_abs_deviation(torch.cat(self.futures))
         raw = torch.cat(self.errors).mean(0).numpy()
         base = {b: torch.cat(v).mean(0).numpy() / scale for b, v in self.baselines.items() if v}
+        if base:  # the first model's curve carries the baselines; this one needs every clip's future
+            base["position_mean"] = position_mean_errors(torch.cat(self.futures)) / scale
         return raw / scale, scale, base
 
     def pixel_result(self) -> Optional[dict]:
@@ -312,7 +322,9 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         "the predictor imagines one slot at a time, feeding each imagined slot back as context. Error: L1 to the "
         "target encoder's (layer-normed) features of the real clip, divided by their mean L1 distance to the mean "
         "feature (1.0 = no better than the mean). Baselines work in the space of "
-        f"`{next(iter(metrics['baselines'].values()))['space']}`.",
+        f"`{next(iter(metrics['baselines'].values()))['space']}`: copy the last context slot, extrapolate the last "
+        "two linearly, and `position_mean`, each token position's average real feature over these clips (it knows "
+        "the typical layout and nothing of the clip: a model no better than it predicts no clip-specific content).",
         "",
         markdown_table(["horizon", *columns], rows),
         "",

@@ -49,5 +49,8 @@ def tiny_pretrain_config(world: Path, output: Path, *overrides: str):
         "data.num_workers=0", "model.name=vit_micro", "model.depth=2", "model.pred_depth=1",
         "model.pred_embed_dim=48", "optimization.steps=6", "optimization.warmup_steps=2",
         "logging.progress=false", "logging.checkpoint_every=100", "logging.rankme_every=2",
+        # the recipe's masks with the future cut inside this grid's 4 time slots
+        "masks=[{type: multiblock, num_blocks: 8, spatial_scale: [0.15, 0.15]}, "
+        "{type: multiblock, num_blocks: 2, spatial_scale: [0.7, 0.7]}, {type: future, context_frames_range: [1, 3]}]",
     ]
     return load_config(PretrainConfig, REPO / "configs/pretrain/tiny_world.yaml", [*base, *overrides])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_pretrain_config
-from evals.dream import DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation
+from evals.dream import DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation, position_mean_errors
 from evals.worldmodel import WorldModelSource, build_world_models
 from vjepa.config import load_config
 from vjepa.train import pretrain
@@ -31,6 +31,14 @@ def test_copy_last_is_exact_on_a_static_clip_and_linear_on_steady_motion():
 def test_normaliser_is_the_mean_distance_to_the_mean_feature():
     features = torch.tensor([[1.0, 0.0], [3.0, 4.0]])  # mean (2, 2): distances |1|,|2|,|1|,|2|
     assert mean_abs_deviation(features) == pytest.approx(1.5)
+
+
+def test_position_mean_baseline_is_zero_for_identical_clips_and_the_spread_otherwise():
+    layout = torch.randn(1, 3, 4, 8, generator=torch.Generator().manual_seed(0))
+    assert position_mean_errors(layout.expand(5, -1, -1, -1)).max() < 1e-6
+    # two clips at layout +-1: each is 1 away from their per-position mean, at every horizon
+    pair = torch.cat([layout + 1.0, layout - 1.0])
+    assert position_mean_errors(pair).tolist() == pytest.approx([1.0, 1.0, 1.0])
 
 
 def test_future_mask_token_comes_from_the_checkpoint_masks(tiny_checkpoint):
@@ -64,7 +72,7 @@ def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoi
     metrics = main(dream_config(tiny_world, tiny_checkpoint, tmp_path))
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["models"].keys() == {"jepa", "random"}
-    assert on_disk["baselines"].keys() == {"copy_last", "linear"}
+    assert on_disk["baselines"].keys() == {"copy_last", "linear", "position_mean"}
     for entry in [*on_disk["models"].values(), *on_disk["baselines"].values()]:
         assert entry["horizon"] == [1, 2]  # 4 slots, 2 of context
         assert len(entry["error"]) == 2 and all(e > 0 for e in entry["error"])
