@@ -38,6 +38,11 @@ def tiny_checkpoint(tiny_world, tmp_path_factory) -> Path:
     return out / "checkpoints" / "latest.pt"
 
 
+# the demo recipe's masks with the future cut inside the 4 time slots of 8-frame test clips
+TINY_MASKS = ("masks=[{type: multiblock, num_blocks: 8, spatial_scale: [0.15, 0.15]}, "
+              "{type: multiblock, num_blocks: 2, spatial_scale: [0.7, 0.7]}, {type: future, context_frames_range: [1, 3]}]")
+
+
 def tiny_pretrain_config(world: Path, output: Path, *overrides: str):
     """A micro V-JEPA on the tiny world: 8 frames at 32x32, patch 8, tubelet 2 -> 4x4x4 tokens."""
     from vjepa.config import load_config
@@ -49,8 +54,6 @@ def tiny_pretrain_config(world: Path, output: Path, *overrides: str):
         "data.num_workers=0", "model.name=vit_micro", "model.depth=2", "model.pred_depth=1",
         "model.pred_embed_dim=48", "optimization.steps=6", "optimization.warmup_steps=2",
         "logging.progress=false", "logging.checkpoint_every=100", "logging.rankme_every=2",
-        # the recipe's masks with the future cut inside this grid's 4 time slots
-        "masks=[{type: multiblock, num_blocks: 8, spatial_scale: [0.15, 0.15]}, "
-        "{type: multiblock, num_blocks: 2, spatial_scale: [0.7, 0.7]}, {type: future, context_frames_range: [1, 3]}]",
+        TINY_MASKS,
     ]
     return load_config(PretrainConfig, REPO / "configs/pretrain/tiny_world.yaml", [*base, *overrides])

@@ -1,5 +1,5 @@
 """`vjepa demo` end to end on a tiny world: every step's run folder and one report gathering them."""
-from conftest import REPO
+from conftest import REPO, TINY_MASKS
 
 from vjepa.config import load_config
 from vjepa.demo import DemoConfig, main
@@ -11,7 +11,8 @@ def test_demo_runs_every_step_and_gathers_them_in_one_report(tmp_path):
         f"world_config={REPO / 'configs/world/default.yaml'}",
         "world=[num_train=24,num_val=8,frames=16,size=32,'object_size=[2.0,5.0]',workers=1]",
         "pretrain=[data.frames_per_clip=8,data.crop_size=32,data.batch_size=4,data.num_workers=0,"
-        "model.depth=2,optimization.steps=4,optimization.warmup_steps=1,logging.progress=false]",
+        "model.depth=2,optimization.steps=4,optimization.warmup_steps=1,logging.progress=false,"
+        f"'{TINY_MASKS}']",
         "probe=[features.frames_per_clip=8,features.crop_size=32,features.num_workers=0,'models.random.seeds=[0]',"
         "attentive.epochs=2]",
         "dream=[data.max_videos=4,data.num_workers=0,'models.random.seeds=[0]',context_slots=2]",

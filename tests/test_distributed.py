@@ -9,13 +9,14 @@ import sys
 
 import torch
 
-from conftest import REPO
+from conftest import REPO, TINY_MASKS
 from vjepa.checkpoint import load_checkpoint
 
 TINY = [
     "data.frames_per_clip=8", "data.frame_step=2", "data.crop_size=32", "data.num_workers=0",
     "model.name=vit_micro", "model.depth=2", "model.pred_depth=1", "model.pred_embed_dim=48",
     "optimization.steps=4", "optimization.warmup_steps=1", "logging.progress=false", "logging.rankme_every=0",
+    TINY_MASKS,
 ]
 
 

@@ -91,7 +91,7 @@ def test_var_reg_adds_the_hinge_of_the_context_features_and_reaches_the_encoder(
     from vjepa.objectives.jepa import variance_hinge
     from vjepa.train import build_objective, token_grid
 
-    cfg = tiny_pretrain_config(tiny_world, tmp_path)
+    cfg = tiny_pretrain_config(tiny_world, tmp_path, "loss.var_reg=0.0")
     clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
     masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
     torch.manual_seed(0)

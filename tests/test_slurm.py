@@ -22,7 +22,7 @@ import submitit
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, tiny_pretrain_config
+from conftest import REPO, TINY_MASKS, tiny_pretrain_config
 from vjepa.checkpoint import load_checkpoint
 from vjepa.cli import build_parser, main
 from vjepa.submit import SlurmConfig, preemption, slurm_config_from_args, sweep, sweep_folder
@@ -34,7 +34,7 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 TINY = [
     "device=cpu", "data.frames_per_clip=8", "data.frame_step=2", "data.crop_size=32", "data.batch_size=4",
     "data.num_workers=0", "model.name=vit_micro", "model.depth=2", "model.pred_depth=1", "model.pred_embed_dim=48",
-    "optimization.warmup_steps=2", "logging.progress=false", "logging.rankme_every=2",
+    "optimization.warmup_steps=2", "logging.progress=false", "logging.rankme_every=2", TINY_MASKS,
 ]
 JOB = ["--cpus-per-task", "1"]  # one of the node's two CPUs: an array's two jobs run side by side
 

@@ -5,6 +5,8 @@ import copy
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -25,9 +27,20 @@ def effective_rank(features: torch.Tensor, max_rows: int = 2048) -> torch.Tensor
 
 
 def variance_hinge(features: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """VICReg's variance term: mean over channels of relu(1 - std), the std over all tokens [.., D]."""
-    std = torch.sqrt(features.float().flatten(0, -2).var(0) + eps)
-    return F.relu(1.0 - std).mean()
+    """VICReg's variance term: mean over channels of relu(1 - std), the std over all tokens [.., D].
+
+    Under DDP the std is over the tokens of the whole global batch (sums all-reduced with autograd),
+    so N processes compute the loss and gradients one process with N times the batch would.
+    """
+    z = features.float().flatten(0, -2)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        sums = dist_nn.all_reduce(torch.cat([z.sum(0), (z * z).sum(0), z.new_tensor([z.shape[0]])]))
+        d = z.shape[1]
+        s1, s2, n = sums[:d], sums[d:2 * d], sums[-1]
+        var = ((s2 - s1 * s1 / n) / (n - 1)).clamp_min(0)
+    else:
+        var = z.var(0)
+    return F.relu(1.0 - torch.sqrt(var + eps)).mean()
 
 
 class JEPA(Objective):
