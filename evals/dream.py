@@ -126,11 +126,12 @@ class Curves:
     pixels: dict = field(default_factory=lambda: {"decoded": [], "mean_frame": [], "dream": []})  # [B, S] per batch
 
     def result(self) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
-        scale = mean_abs_deviation(torch.cat(self.futures))
+        futures = torch.cat(self.futures)
+        scale = mean_abs_deviation(futures)
         raw = torch.cat(self.errors).mean(0).numpy()
         base = {b: torch.cat(v).mean(0).numpy() / scale for b, v in self.baselines.items() if v}
         if base:  # the first model's curve carries the baselines; this one needs every clip's future
-            base["position_mean"] = position_mean_errors(torch.cat(self.futures)) / scale
+            base["position_mean"] = position_mean_errors(futures) / scale
         return raw / scale, scale, base
 
     def pixel_result(self) -> Optional[dict]:
