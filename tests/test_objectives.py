@@ -113,3 +113,33 @@ def test_var_reg_is_ignored_by_objectives_without_it(tiny_world, tmp_path):
 
     cfg = tiny_pretrain_config(tiny_world, tmp_path, "objective=pixel", PIXEL_MASKS, "loss.var_reg=1.0")
     assert not hasattr(build_objective(cfg), "var_reg")
+
+
+def test_loss_exp_is_l1_at_one_and_half_the_squared_error_at_two(tiny_world, tmp_path):
+    import pytest
+
+    from vjepa.masks import build_mask_generator, sample_masks
+    from vjepa.objectives.jepa import prediction_loss
+    from vjepa.train import build_objective, token_grid
+
+    a, b = torch.randn(3, 7, 5), torch.randn(3, 7, 5)
+    torch.testing.assert_close(prediction_loss(a, b, 1.0), (a - b).abs().mean())
+    torch.testing.assert_close(prediction_loss(a, b, 2.0), 0.5 * ((a - b) ** 2).mean())
+    cfg = tiny_pretrain_config(tiny_world, tmp_path, "loss.loss_exp=2.0", "loss.var_reg=0.0")
+    clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
+    torch.manual_seed(0)
+    objective = build_objective(cfg)
+    loss, _ = objective(clips, masks)
+    targets = objective.target_features(clips)
+    tokens = objective.encoder.embed(clips)
+    from vjepa.models.vit import gather_tokens
+
+    expected = torch.stack([
+        0.5 * ((objective.predictor(objective.encoder.forward_tokens(gather_tokens(tokens, c)), c, t, mask_index=i)
+                - gather_tokens(targets, t)) ** 2).mean()
+        for i, (c, t) in enumerate(masks)]).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    cfg.loss.loss_exp = 0.0
+    with pytest.raises(ValueError, match="loss.loss_exp"):
+        build_objective(cfg)

@@ -92,6 +92,10 @@ class LossConfig:
     # V-JEPA's `reg_coeff` (there on the predictor's outputs). It keeps every channel of the context
     # features in use: without it this small model's context features fold into a few directions.
     var_reg: float = 0.0
+    # jepa: the exponent p of the prediction loss mean(|pred - target|^p) / p, V-JEPA's `loss_exp`:
+    # 1 is the paper's L1, 2 half the squared error. L1 pulls an uncertain prediction to the most
+    # common target (the background of a mostly empty scene); L2 to the expected one.
+    loss_exp: float = 1.0
 
 
 @dataclass

@@ -43,13 +43,23 @@ def variance_hinge(features: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return F.relu(1.0 - torch.sqrt(var + eps)).mean()
 
 
+def prediction_loss(pred: torch.Tensor, target: torch.Tensor, exponent: float = 1.0) -> torch.Tensor:
+    """mean(|pred - target|^p) / p, V-JEPA's loss (`loss_exp`); p = 1 is the L1 loss."""
+    if exponent == 1.0:
+        return F.l1_loss(pred.float(), target.float())
+    return (pred.float() - target.float()).abs().pow(exponent).mean() / exponent
+
+
 class JEPA(Objective):
     checkpoint_keys = ("encoder", "predictor", "target_encoder")
-    options = ("var_reg",)
+    options = ("var_reg", "loss_exp")
 
-    def __init__(self, encoder: nn.Module, predictor: nn.Module, var_reg: float = 0.0):
+    def __init__(self, encoder: nn.Module, predictor: nn.Module, var_reg: float = 0.0, loss_exp: float = 1.0):
         super().__init__()
+        if loss_exp <= 0:
+            raise ValueError(f"loss.loss_exp={loss_exp}: expected a positive exponent (1: L1, 2: squared error)")
         self.var_reg = var_reg
+        self.loss_exp = loss_exp
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder)
@@ -76,7 +86,7 @@ class JEPA(Objective):
         for i, (ctx_idx, tgt_idx) in enumerate(masks):
             ctx = self.encoder.forward_tokens(gather_tokens(tokens, ctx_idx))
             pred = self.predictor(ctx, ctx_idx, tgt_idx, mask_index=i)
-            loss = F.l1_loss(pred.float(), gather_tokens(targets, tgt_idx).float())
+            loss = prediction_loss(pred, gather_tokens(targets, tgt_idx), self.loss_exp)
             if self.var_reg:
                 loss = loss + self.var_reg * variance_hinge(ctx)
             losses.append(loss)
