@@ -5,7 +5,9 @@ self-supervised pretraining on natural videos": slide a window over the clip's t
 each context length c in `context_slots` and each slot t >= c, the predictor (with its `future`
 mask token) predicts slot t from the c real slots before it, and the L1 error to the target
 encoder's layer-normed features of slot t is the surprise at t for that c. A clip's surprise
-curve averages the context lengths; its score is the curve's max (or mean, `score`).
+curve averages the context lengths; its score is the curve's max (or mean, `score`) from the
+first slot the event reaches on (`from_event`; twins are identical before it, so earlier slots can
+only tie), or over the whole curve for clips without an `event_frame`.
 
 Each group of a VoE table (`path,group,possible,property`, optional `event_frame`) holds clips
 identical up to an event. Per property: pairwise relative accuracy (the fraction of possible /
@@ -56,6 +58,8 @@ class PhysicsConfig:
     device: str = "auto"  # auto | cpu | cuda
     context_slots: List[int] = field(default_factory=lambda: [2, 3, 4])  # context lengths of the sliding windows
     score: str = "max"  # max | mean of a clip's surprise curve
+    # score from the first time slot the event reaches (tables with event_frame); false: the whole curve
+    from_event: bool = True
     bootstrap: int = 1000  # resamples of the pairs for the accuracy's confidence interval
     examples: int = 4  # twin pairs drawn in surprise_curves.png
     batch_size: int = 8
@@ -138,7 +142,23 @@ def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int]) 
     return total / count.where(count > 0, torch.tensor(float("nan")))
 
 
-def clip_scores(curves: np.ndarray, score: str) -> np.ndarray:
+def event_slot(event_frame: Optional[int], frame_step: int, tubelet_size: int, num_slots: int) -> int:
+    """The first time slot holding a frame at or after `event_frame` (0 without one).
+
+    Slot s holds the clip frames s*tubelet .. s*tubelet + tubelet - 1, i.e. video frames
+    frame_step * (s*tubelet + j); slots before this one saw only frames from before the event.
+    """
+    if event_frame is None:
+        return 0
+    per_slot = frame_step * tubelet_size
+    last_in_slot = frame_step * (tubelet_size - 1)  # offset of a slot's last frame from its first
+    return int(min(max(0, -(-(event_frame - last_in_slot) // per_slot)), num_slots - 1))
+
+
+def clip_scores(curves: np.ndarray, score: str, starts: Optional[np.ndarray] = None) -> np.ndarray:
+    """A score per clip from its surprise curve [V, T], over slots >= starts[v] (all slots without starts)."""
+    if starts is not None:
+        curves = np.where(np.arange(curves.shape[1])[None, :] >= np.asarray(starts)[:, None], curves, np.nan)
     return np.nanmax(curves, axis=1) if score == "max" else np.nanmean(curves, axis=1)
 
 
@@ -266,7 +286,8 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "# Violation of expectation",
         "",
         f"{metrics['videos']} clips of `{cfg.table}`. Surprise: the predictor's L1 error on each time slot from the "
-        f"{', '.join(map(str, cfg.context_slots))} slots before it, averaged; a clip scores its {cfg.score} surprise. "
+        f"{', '.join(map(str, cfg.context_slots))} slots before it, averaged; a clip scores its {cfg.score} surprise"
+        f"{' from the first slot the event reaches on (twins are identical before it)' if cfg.from_event else ''}. "
         "Cells: pairwise accuracy (possible clip less surprising than its impossible twin) [bootstrap 95% interval] / "
         "AUROC. Models with several seeds (random init) show the mean over seeds: chance as this test measures it.",
         "",
@@ -332,16 +353,19 @@ def main(cfg: PhysicsConfig) -> dict:
     t0 = time.perf_counter()
     curves = clip_surprises(models, clips, cfg, device)
     elapsed = time.perf_counter() - t0
+    arch = models[0].arch
+    num_slots = models[0].grid[0]
+    starts = np.array([event_slot(c.event_frame, arch.data.frame_step, arch.model.tubelet_size, num_slots)
+                       if cfg.from_event else 0 for c in clips])
     metrics: dict = {"models": {}}
     for name in cfg.models:
-        scores = np.stack([clip_scores(c, cfg.score) for m, c in zip(models, curves) if m.name == name])
+        scores = np.stack([clip_scores(c, cfg.score, starts) for m, c in zip(models, curves) if m.name == name])
         metrics["models"][name] = property_metrics(scores, clips, pairs, cfg)
-    metrics.update(score=cfg.score, context_slots=list(cfg.context_slots), videos=len(clips),
+    metrics.update(score=cfg.score, from_event=cfg.from_event, context_slots=list(cfg.context_slots), videos=len(clips),
                    timing={"surprise_s": elapsed})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_surprises(out / "surprise.csv", models, curves, clips, cfg.score)
     plot_accuracy(out / "accuracy.png", metrics)
-    arch = models[0].arch
     plot_examples(out / "surprise_curves.png", curves[0], clips, pairs, cfg.examples,
                   arch.data.frame_step * arch.model.tubelet_size, models[0].name)
     write_report(out / "report.md", metrics, cfg)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from evals.physics import PhysicsConfig, auroc, bootstrap_ci, main, pair_outcomes, property_metrics, read_voe_table
+from evals.physics import (
+    PhysicsConfig, auroc, bootstrap_ci, clip_scores, event_slot, main, pair_outcomes, property_metrics, read_voe_table,
+)
 from vjepa.config import load_config
 from vjepa.data import DataError
 from vjepa.world.voe import PROPERTIES, VoEConfig, generate_voe, make_twins
@@ -47,6 +49,20 @@ def test_same_seed_gives_the_same_files(tiny_voe, tmp_path):
     assert all((tiny_voe / f).read_bytes() == (tmp_path / f).read_bytes() for f in files if f.name != "config.yaml")
 
 
+def test_encoded_twins_decode_identically_before_the_event(tiny_voe):
+    """The codec is causal: frames after the event cannot change how earlier ones are coded."""
+    import decord
+
+    with open(tiny_voe / "voe.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for group in sorted({r["group"] for r in rows}):
+        possible, impossible = (next(r for r in rows if r["group"] == group and r["possible"] == flag) for flag in "10")
+        frames = [decord.VideoReader(str(tiny_voe / r["path"]))[:].asnumpy() for r in (possible, impossible)]
+        event = int(possible["event_frame"])
+        assert np.array_equal(frames[0][:event], frames[1][:event]), group
+        assert not np.array_equal(frames[0][event:], frames[1][event:]), group
+
+
 def test_voe_table_has_one_possible_and_one_impossible_clip_per_group(tiny_voe):
     with open(tiny_voe / "voe.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -80,6 +96,16 @@ def test_ties_count_half_and_noise_gives_an_interval_around_chance():
     outcomes = pair_outcomes(scores, [(2 * i, 2 * i + 1) for i in range(200)])
     lo, hi = bootstrap_ci(outcomes, 1000, seed=0)
     assert lo < 0.5 < hi and hi - lo < 0.2
+
+
+def test_scores_start_at_the_first_slot_the_event_reaches():
+    # frame_step 2, tubelet 2: slot s holds video frames 4s and 4s + 2
+    assert [event_slot(e, 2, 2, 8) for e in (None, 0, 2, 3, 14, 15, 16, 40)] == [0, 0, 0, 1, 3, 4, 4, 7]
+    assert event_slot(5, 1, 1, 8) == 5
+    curves = np.array([[np.nan, 0.9, 0.2, 0.3], [np.nan, 0.9, 0.4, 0.1]])  # identical before slot 2, as twins are
+    assert clip_scores(curves, "max").tolist() == [0.9, 0.9]  # the shared early peak ties them
+    assert clip_scores(curves, "max", np.array([2, 2])).tolist() == [0.3, 0.4]
+    np.testing.assert_allclose(clip_scores(curves, "mean", np.array([2, 2])), [0.25, 0.25])
 
 
 def test_auroc_counts_ordered_pairs():

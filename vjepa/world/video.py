@@ -13,10 +13,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-# x264's macroblock-tree rate control gave different bytes from one call to the next on these tiny
-# frames (it seems to read uninitialised memory); without it the output is reproducible
-H264_OPTIONS = {"crf": "18", "preset": "medium", "x264-params": "mbtree=0"}
-MPEG4_OPTIONS = {"qmin": "1", "qmax": "2"}  # pins the quantiser near lossless, as ffmpeg's -q:v 2 would
+# Causal, constant-quantiser coding: a frame's bytes depend only on it and the frames before it, so
+# two clips that share their first frames decode to identical first frames (violation-of-expectation
+# twins must be identical up to the event). Rate control, B-frames, lookahead and scene-cut
+# detection all let later frames change how earlier ones are coded. (x264's macroblock-tree rate
+# control also gave different bytes from one call to the next on these tiny frames.)
+H264_OPTIONS = {"preset": "medium", "x264-params": "qp=18:bframes=0:rc-lookahead=0:scenecut=0:mbtree=0"}
+MPEG4_OPTIONS = {"qmin": "2", "qmax": "2", "bf": "0"}  # a fixed quantiser near lossless (ffmpeg's -q:v 2), no B-frames
 
 
 def _codec() -> tuple[str, dict[str, str]]:
