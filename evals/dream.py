@@ -108,6 +108,16 @@ def position_mean_errors(futures: Tensor) -> np.ndarray:
     return slot_l1(f.mean(0, keepdim=True).expand_as(f), f).mean(0).numpy()
 
 
+def swap_changes(model: WorldModel, clips: Tensor, real: Tensor, k: int) -> tuple[float, float]:
+    """Summed L1 change of the first imagined slot when each clip gets the next clip's k real slots as its
+    past, and summed L1 difference of those clips' real slot k: the parts of `Curves.context_use`."""
+    context = model.context_slots(clips, range(k))
+    pred = model.predict_slots(context, range(k), [k])
+    swapped = model.predict_slots(context.roll(1, dims=0), range(k), [k])
+    truth = real[:, k:k + 1].float()
+    return float((pred - swapped).abs().sum()), float((truth - truth.roll(1, dims=0)).abs().sum())
+
+
 def slot_mse(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared pixel error per clip and slot: [B, S, N, P] pairs -> [B, S]."""
     return ((pred - target) ** 2).mean(dim=(-2, -1))
@@ -124,6 +134,15 @@ class Curves:
     futures: list = field(default_factory=list)  # real future features, half precision, for the normaliser
     baselines: dict = field(default_factory=lambda: {b: [] for b in BASELINES})
     pixels: dict = field(default_factory=lambda: {"decoded": [], "mean_frame": [], "dream": []})  # [B, S] per batch
+    swap: list = field(default_factory=list)  # per batch: (prediction change, truth change) when clips swap pasts
+
+    def context_use(self) -> Optional[float]:
+        """How far the first imagined slot moves when the predictor is given another clip's past, over how
+        far the real slot differs between those clips: 0 for a predictor that ignores its context."""
+        if not self.swap:
+            return None
+        change, truth = np.sum(self.swap, axis=0)
+        return float(change / max(truth, 1e-12))
 
     def result(self) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
         futures = torch.cat(self.futures)
@@ -156,6 +175,8 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
             future = real[:, k:]
             imagined = model.imagine(clips, k)
             curve.errors.append(slot_l1(imagined, future).cpu())
+            if clips.size(0) > 1:
+                curve.swap.append(swap_changes(model, clips, real, k))
             curve.futures.append(future.half().cpu())
             if model.name in decoders:
                 decoder, pixels = decoders[model.name], slot_patches(model, clips)
@@ -193,6 +214,9 @@ def summarise(models: list[WorldModel], curves: list[Curves], k: int) -> dict:
             entry.update(std=errors.std(0).tolist(), seeds=len(runs))
         if name in decoded:
             entry["decoder"] = decoded[name]
+        uses = [c.context_use() for m, c in zip(models, curves) if m.name == name]
+        if all(u is not None for u in uses):
+            entry["context_use"] = float(np.mean(uses))
         out["models"][name] = entry
     out["context_slots"] = k
     out["frames_per_slot"] = models[0].arch.model.tubelet_size * models[0].arch.data.frame_step
@@ -329,6 +353,7 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         "",
         markdown_table(["horizon", *columns], rows),
         "",
+        *context_use_section(metrics),
         "![error vs horizon](error_vs_horizon.png)",
         "",
         *dream_section(metrics, cfg),
@@ -337,6 +362,19 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def context_use_section(metrics: dict) -> list[str]:
+    uses = {name: e["context_use"] for name, e in metrics["models"].items() if "context_use" in e}
+    if not uses:
+        return []
+    return [
+        "Context use: give each clip the next clip's past and see how far the first imagined slot moves, over how "
+        "far the real next slots of those two clips differ (L1). 0: the prediction ignores the past; a predictor "
+        "that follows the clip moves about as much as the truth does. "
+        + ", ".join(f"{name} {u:.3f}" for name, u in uses.items()) + ".",
+        "",
+    ]
 
 
 def dream_section(metrics: dict, cfg: DreamConfig) -> list[str]:

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_pretrain_config
-from evals.dream import DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation, position_mean_errors
+from evals.dream import (
+    DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation, position_mean_errors, swap_changes,
+)
 from evals.worldmodel import WorldModelSource, build_world_models
 from vjepa.config import load_config
 from vjepa.train import pretrain
@@ -68,6 +70,23 @@ def test_rollout_feeds_its_own_predictions_back(tiny_checkpoint):
     assert (imagined[:, 1:2] - from_real).abs().max() > 1e-4
 
 
+def test_context_use_is_zero_for_a_predictor_blind_to_its_context(tiny_checkpoint):
+    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
+    torch.manual_seed(0)
+    clips = torch.randn(3, 3, 8, 32, 32)
+    real = model.target_slots(clips)
+    change, truth = swap_changes(model, clips, real, 2)
+    assert change > 0 and truth > 0
+    # the same clips in another order: the same sums
+    order = torch.tensor([2, 0, 1])
+    assert swap_changes(model, clips[order], real[order], 2) == pytest.approx((change, truth), rel=1e-5)
+    with torch.no_grad():  # context tokens carry only their positions now
+        model.predictor.predictor_embed.weight.zero_()
+        model.predictor.predictor_embed.bias.zero_()
+    blind, truth_again = swap_changes(model, clips, real, 2)
+    assert blind < 1e-4 * change and truth_again == truth
+
+
 def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoint, tmp_path):
     metrics = main(dream_config(tiny_world, tiny_checkpoint, tmp_path))
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
@@ -77,10 +96,12 @@ def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoi
         assert entry["horizon"] == [1, 2]  # 4 slots, 2 of context
         assert len(entry["error"]) == 2 and all(e > 0 for e in entry["error"])
     assert on_disk["models"]["random"]["seeds"] == 2 and len(on_disk["models"]["random"]["std"]) == 2
+    assert all(e["context_use"] > 0 for e in on_disk["models"].values())
     assert metrics["videos"] == 6
     for name in ("error_vs_horizon.png", "strip_jepa.png", "report.md", "config.yaml"):
         assert (tmp_path / name).is_file()
     assert "copy_last (baseline)" in (tmp_path / "report.md").read_text()
+    assert "Context use:" in (tmp_path / "report.md").read_text()
 
 
 def test_dream_without_the_decoder_draws_nothing(tiny_world, tiny_checkpoint, tmp_path):
