@@ -108,14 +108,13 @@ def position_mean_errors(futures: Tensor) -> np.ndarray:
     return slot_l1(f.mean(0, keepdim=True).expand_as(f), f).mean(0).numpy()
 
 
-def swap_changes(model: WorldModel, clips: Tensor, real: Tensor, k: int) -> tuple[float, float]:
-    """Summed L1 change of the first imagined slot when each clip gets the next clip's k real slots as its
-    past, and summed L1 difference of those clips' real slot k: the parts of `Curves.context_use`."""
-    context = model.context_slots(clips, range(k))
-    pred = model.predict_slots(context, range(k), [k])
-    swapped = model.predict_slots(context.roll(1, dims=0), range(k), [k])
+def swap_changes(model: WorldModel, clips: Tensor, first: Tensor, real: Tensor, k: int) -> tuple[float, float]:
+    """Summed L1 change of the first imagined slot `first` [B, 1, N, D] when each clip gets the next clip's
+    k real slots as its past, and summed L1 difference of those clips' real slot k: the parts of
+    `Curves.context_use`."""
+    swapped = model.predict_slots(model.context_slots(clips, range(k)).roll(1, dims=0), range(k), [k])
     truth = real[:, k:k + 1].float()
-    return float((pred - swapped).abs().sum()), float((truth - truth.roll(1, dims=0)).abs().sum())
+    return float((first - swapped).abs().sum()), float((truth - truth.roll(1, dims=0)).abs().sum())
 
 
 def slot_mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -176,7 +175,7 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
             imagined = model.imagine(clips, k)
             curve.errors.append(slot_l1(imagined, future).cpu())
             if clips.size(0) > 1:
-                curve.swap.append(swap_changes(model, clips, real, k))
+                curve.swap.append(swap_changes(model, clips, imagined[:, :1], real, k))
             curve.futures.append(future.half().cpu())
             if model.name in decoders:
                 decoder, pixels = decoders[model.name], slot_patches(model, clips)
