@@ -108,11 +108,11 @@ def position_mean_errors(futures: Tensor) -> np.ndarray:
     return slot_l1(f.mean(0, keepdim=True).expand_as(f), f).mean(0).numpy()
 
 
-def swap_changes(model: WorldModel, clips: Tensor, first: Tensor, real: Tensor, k: int) -> tuple[float, float]:
+def swap_changes(model: WorldModel, context: Tensor, first: Tensor, real: Tensor, k: int) -> tuple[float, float]:
     """Summed L1 change of the first imagined slot `first` [B, 1, N, D] when each clip gets the next clip's
-    k real slots as its past, and summed L1 difference of those clips' real slot k: the parts of
-    `Curves.context_use`."""
-    swapped = model.predict_slots(model.context_slots(clips, range(k)).roll(1, dims=0), range(k), [k])
+    k context slots `context` as its past, and summed L1 difference of those clips' real slot k: the
+    parts of `Curves.context_use`."""
+    swapped = model.predict_slots(context.roll(1, dims=0), range(k), [k])
     truth = real[:, k:k + 1].float()
     return float((first - swapped).abs().sum()), float((truth - truth.roll(1, dims=0)).abs().sum())
 
@@ -173,9 +173,10 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
             real = model.target_slots(clips)
             future = real[:, k:]
             imagined = model.imagine(clips, k)
+            context = model.context_slots(clips, range(k))
             curve.errors.append(slot_l1(imagined, future).cpu())
             if clips.size(0) > 1:
-                curve.swap.append(swap_changes(model, clips, imagined[:, :1], real, k))
+                curve.swap.append(swap_changes(model, context, imagined[:, :1], real, k))
             curve.futures.append(future.half().cpu())
             if model.name in decoders:
                 decoder, pixels = decoders[model.name], slot_patches(model, clips)
@@ -184,10 +185,10 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
                 curve.pixels["dream"].append(slot_mse(decoder.render(imagined), pixels[:, k:]).cpu())
             if i == 0:  # baselines in the first model's feature space
                 # a pixel model's targets are pixels, not its encoder's outputs: its baselines copy real pixels
-                context = real[:, :k] if isinstance(model, PixelWorldModel) else model.context_slots(clips, range(k))
+                past = real[:, :k] if isinstance(model, PixelWorldModel) else context
                 horizon = future.size(1)
-                curve.baselines["copy_last"].append(slot_l1(copy_last(context, horizon), future).cpu())
-                curve.baselines["linear"].append(slot_l1(linear_extrapolation(context, horizon), future).cpu())
+                curve.baselines["copy_last"].append(slot_l1(copy_last(past, horizon), future).cpu())
+                curve.baselines["linear"].append(slot_l1(linear_extrapolation(past, horizon), future).cpu())
     return curves
 
 

@@ -75,16 +75,16 @@ def test_context_use_is_zero_for_a_predictor_blind_to_its_context(tiny_checkpoin
     torch.manual_seed(0)
     clips = torch.randn(3, 3, 8, 32, 32)
     real = model.target_slots(clips)
-    first = model.imagine(clips, 2)[:, :1]
-    change, truth = swap_changes(model, clips, first, real, 2)
+    first, context = model.imagine(clips, 2)[:, :1], model.context_slots(clips, range(2))
+    change, truth = swap_changes(model, context, first, real, 2)
     assert change > 0 and truth > 0
     # the same clips in another order: the same sums
     order = torch.tensor([2, 0, 1])
-    assert swap_changes(model, clips[order], first[order], real[order], 2) == pytest.approx((change, truth), rel=1e-5)
+    assert swap_changes(model, context[order], first[order], real[order], 2) == pytest.approx((change, truth), rel=1e-5)
     with torch.no_grad():  # context tokens carry only their positions now
         model.predictor.predictor_embed.weight.zero_()
         model.predictor.predictor_embed.bias.zero_()
-    blind, truth_again = swap_changes(model, clips, model.imagine(clips, 2)[:, :1], real, 2)
+    blind, truth_again = swap_changes(model, context, model.imagine(clips, 2)[:, :1], real, 2)
     assert blind < 1e-4 * change and truth_again == truth
 
 
