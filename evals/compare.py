@@ -194,12 +194,12 @@ def by_model(runs: list[Trained], probe: dict, dream: Optional[dict], physics: O
         if physics and all(m in physics["models"] for m in members):
             props = physics["models"][members[0]]["properties"]
             for prop in props:
-                accs = [physics["models"][m]["properties"][prop]["accuracy"] for m in members]
-                cis = np.array([physics["models"][m]["properties"][prop]["ci"] for m in members])
+                accs = [physics["models"][m]["properties"][prop]["relative_accuracy"] for m in members]
+                cis = np.array([physics["models"][m]["properties"][prop]["relative_ci"] for m in members])
                 # several trained seeds: the union of their intervals, so no seed's uncertainty is hidden
                 entry["voe"][prop] = {**mean_std(accs), "ci": [float(cis[:, 0].min()), float(cis[:, 1].max())],
                                       "seeds": sum(physics["models"][m].get("seeds", 1) for m in members)}
-            entry["voe"]["mean"] = mean_std([physics["models"][m]["mean_accuracy"] for m in members])
+            entry["voe"]["mean"] = mean_std([physics["models"][m]["mean_relative_accuracy"] for m in members])
         out[name] = entry
     return out
 
@@ -264,7 +264,7 @@ def plot(path: Path, models: dict, cfg: CompareConfig) -> None:
             ax.bar(np.arange(len(props)) + i * width, [v[p]["value"] for p in props], width, color=f"C{i}", label=name)
     ax.axhline(0.5, color="0.5", ls="--", lw=0.8)
     ax.set_xticks(np.arange(len(props)) + 0.4 - width / 2, props, rotation=15)
-    ax.set(title="violation of expectation (pairwise accuracy)", ylim=(0, 1))
+    ax.set(title="violation of expectation (relative accuracy)", ylim=(0, 1))
     for a in axes:
         a.grid(alpha=0.3)
     fig.tight_layout()
@@ -281,8 +281,9 @@ def write_report(path: Path, models: dict, cfg: CompareConfig, timings: dict) ->
         "time on this machine. `random`: the same architecture at random init "
         f"(seeds {list(cfg.random_seeds)}); `raw`: downsampled pixels. Probes are on the val split (R² or top-1); "
         "rollout errors are normalised per model (1.0 = no better than the mean of its own targets; pixel models "
-        "are scored on per-patch normalised pixels); VoE is the pairwise accuracy (possible less surprising than its "
-        "impossible twin) with a 95% bootstrap interval (over seeds: the union of theirs). A ± is the spread over seeds; — means the model has no "
+        "are scored on per-patch normalised pixels); VoE is the relative accuracy (a matched set's possible clips "
+        "less surprising than its impossible ones; `physics/report.md` has the pairwise accuracy too) with a 95% "
+        "bootstrap interval (over seeds: the union of theirs). A ± is the spread over seeds; — means the model has no "
         "predictor of the future (denoising, raw pixels) or the column does not apply.",
         "",
         table(models, cfg),

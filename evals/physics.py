@@ -9,11 +9,17 @@ curve averages the context lengths; its score is the curve's max (or mean, `scor
 first slot the event reaches on (`from_event`; twins are identical before it, so earlier slots can
 only tie), or over the whole curve for clips without an `event_frame`.
 
-Each group of a VoE table (`path,group,possible,property`, optional `event_frame`) holds clips
-identical up to an event. Per property: pairwise relative accuracy (the fraction of possible /
-impossible pairs of a group where the possible clip is the less surprising; ties count one half)
-with a bootstrap 95% interval over pairs, and the AUROC of the score separating impossible from
-possible clips. Random-init models (several seeds) measure chance on the same clips.
+Each group of a VoE table (`path,group,possible,property`, optional `event_frame` and `set`) holds
+clips identical up to an event. Per property:
+- pairwise accuracy: the fraction of possible / impossible pairs of a group where the possible
+  clip is the less surprising (ties count one half), with a bootstrap 95% interval over pairs;
+- relative accuracy, IntPhys's: the fraction of matched sets whose possible clips are less
+  surprising in total than their impossible ones. Groups that share a `set` form one set (a
+  balanced set of `vjepa voe`: its impossible clips show the same frames as its possible ones, so a
+  frame-by-frame statistic cannot pass it); a group without one is its own set, where this equals
+  the pairwise accuracy;
+- the AUROC of the score separating impossible from possible clips.
+Random-init models (several seeds) measure chance on the same clips.
 
 The run folder gets metrics.json (keyed by model), surprise.csv (every clip's curve, mean and
 max), accuracy.png, surprise_curves.png, report.md and config.yaml.
@@ -53,14 +59,14 @@ class PhysicsConfig:
     output: str = "runs/physics"
     voe: str = "runs/voe"  # what `${voe}` means in a recipe's paths
     checkpoint: str = "runs/pretrain/checkpoints/latest.pt"  # what `${checkpoint}` means in a recipe's models
-    table: str = MISSING  # VoE table: CSV `path,group,possible,property[,event_frame]`, paths relative to it
+    table: str = MISSING  # VoE table: CSV `path,group,possible,property[,event_frame][,set]`, paths relative to it
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     context_slots: List[int] = field(default_factory=lambda: [2, 3, 4])  # context lengths of the sliding windows
     score: str = "max"  # max | mean of a clip's surprise curve
     # score from the first time slot the event reaches (tables with event_frame); false: the whole curve
     from_event: bool = True
-    bootstrap: int = 1000  # resamples of the pairs for the accuracy's confidence interval
+    bootstrap: int = 1000  # resamples of the pairs (sets) for the accuracy's confidence interval
     examples: int = 4  # twin pairs drawn in surprise_curves.png
     batch_size: int = 8
     mask_index: Optional[int] = None  # predictor mask token; null: the checkpoint's `future` mask
@@ -77,6 +83,7 @@ class VoEClip:
     possible: int
     property: str
     event_frame: Optional[int]
+    set: str = ""  # matched set (several groups); "" where the group is its own
 
 
 def read_voe_table(path: str) -> list[VoEClip]:
@@ -90,7 +97,7 @@ def read_voe_table(path: str) -> list[VoEClip]:
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"VoE table {table}: no column {', '.join(missing)} (header: {reader.fieldnames}); "
-                            f"expected {','.join(REQUIRED_COLUMNS)}[,event_frame]")
+                            f"expected {','.join(REQUIRED_COLUMNS)}[,event_frame][,set]")
         rows = list(reader)
     clips = []
     for line, row in enumerate(rows, start=2):
@@ -98,7 +105,7 @@ def read_voe_table(path: str) -> list[VoEClip]:
             raise DataError(f"{table}:{line}: 'possible' must be 1 or 0, got {row['possible']!r}")
         event = row.get("event_frame") or None
         clips.append(VoEClip(str(table.absolute().parent / row["path"]), row["group"], int(row["possible"]),
-                             row["property"], int(event) if event is not None else None))
+                             row["property"], int(event) if event is not None else None, row.get("set") or ""))
     if not clips:
         raise DataError(f"VoE table {table} has no rows")
     absent = [c.path for c in clips if not Path(c.path).is_file()]
@@ -121,6 +128,22 @@ def twin_pairs(clips: list[VoEClip]) -> dict[str, list[tuple[int, int]]]:
     if not pairs:
         raise DataError("the VoE table has no group with both a possible and an impossible clip")
     return pairs
+
+
+def matched_sets(clips: list[VoEClip]) -> dict[str, list[tuple[list[int], list[int]]]]:
+    """Per property, the (possible, impossible) clip indices of each matched set: a `set`, else a group."""
+    members: dict[str, list[int]] = {}
+    for i, c in enumerate(clips):
+        members.setdefault(c.set or c.group, []).append(i)
+    sets: dict[str, list[tuple[list[int], list[int]]]] = {}
+    for key, idx in members.items():
+        if len({clips[i].property for i in idx}) > 1:
+            raise DataError(f"VoE set {key!r} mixes properties: {sorted({clips[i].property for i in idx})}")
+        ok = [i for i in idx if clips[i].possible]
+        bad = [i for i in idx if not clips[i].possible]
+        if ok and bad:
+            sets.setdefault(clips[idx[0]].property, []).append((ok, bad))
+    return sets
 
 
 # --------------------------------------------------------------------------- surprise
@@ -171,6 +194,13 @@ def pair_outcomes(scores: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarra
     return (possible < impossible) + 0.5 * (possible == impossible)
 
 
+def set_outcomes(scores: np.ndarray, sets: list[tuple[list[int], list[int]]]) -> np.ndarray:
+    """1 where a set's possible clips are less surprising on average than its impossible ones, 0.5 on a tie, else 0."""
+    possible = np.array([scores[ok].mean() for ok, _ in sets])
+    impossible = np.array([scores[bad].mean() for _, bad in sets])
+    return (possible < impossible) + 0.5 * (possible == impossible)
+
+
 def bootstrap_ci(outcomes: np.ndarray, resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the mean outcome over pairs drawn with replacement."""
     rng = np.random.default_rng(seed)
@@ -185,21 +215,28 @@ def auroc(possible: np.ndarray, impossible: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
-def property_metrics(scores_by_seed: np.ndarray, clips: list[VoEClip], pairs: dict[str, list], cfg: PhysicsConfig) -> dict:
-    """metrics of one model: scores_by_seed [S, V] (S = 1 for a checkpoint). Seeds are averaged per pair."""
+def property_metrics(scores_by_seed: np.ndarray, clips: list[VoEClip], pairs: dict[str, list], cfg: PhysicsConfig,
+                     sets: Optional[dict[str, list]] = None) -> dict:
+    """metrics of one model: scores_by_seed [S, V] (S = 1 for a checkpoint). Seeds are averaged per pair (set)."""
+    sets = matched_sets(clips) if sets is None else sets
     props = {}
     for prop, prop_pairs in pairs.items():
         outcomes = np.stack([pair_outcomes(s, prop_pairs) for s in scores_by_seed])  # [S, P]
+        relative = np.stack([set_outcomes(s, sets[prop]) for s in scores_by_seed])  # [S, sets]
         members = sorted({i for pair in prop_pairs for i in pair})
         possible = [i for i in members if clips[i].possible]
         impossible = [i for i in members if not clips[i].possible]
         aurocs = [auroc(s[possible], s[impossible]) for s in scores_by_seed]
         entry = {"accuracy": float(outcomes.mean()), "ci": list(bootstrap_ci(outcomes.mean(0), cfg.bootstrap, cfg.seed)),
-                 "auroc": float(np.mean(aurocs)), "pairs": len(prop_pairs)}
+                 "relative_accuracy": float(relative.mean()),
+                 "relative_ci": list(bootstrap_ci(relative.mean(0), cfg.bootstrap, cfg.seed)),
+                 "auroc": float(np.mean(aurocs)), "pairs": len(prop_pairs), "sets": len(sets[prop])}
         if len(scores_by_seed) > 1:
             entry["seed_accuracy"] = outcomes.mean(1).tolist()
+            entry["seed_relative_accuracy"] = relative.mean(1).tolist()
         props[prop] = entry
     return {"properties": props, "mean_accuracy": float(np.mean([e["accuracy"] for e in props.values()])),
+            "mean_relative_accuracy": float(np.mean([e["relative_accuracy"] for e in props.values()])),
             "seeds": len(scores_by_seed)}
 
 
@@ -218,7 +255,8 @@ def write_surprises(path: Path, models: list[WorldModel], curves: list[np.ndarra
 
 
 def plot_accuracy(path: Path, metrics: dict) -> None:
-    """Bars per property and model, bootstrap intervals as error bars; multi-seed (random) models also as a band."""
+    """Bars per property and model (relative, then pairwise accuracy), bootstrap intervals as error bars;
+    multi-seed (random) models also as a band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,21 +265,25 @@ def plot_accuracy(path: Path, metrics: dict) -> None:
     models = metrics["models"]
     props = list(next(iter(models.values()))["properties"])
     width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(props), 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(2.4 * (1.6 + 1.3 * len(props)) / 1.6, 3.8), sharey=True)
     x = np.arange(len(props))
-    for i, (name, m) in enumerate(models.items()):
-        entries = [m["properties"][p] for p in props]
-        acc = np.array([e["accuracy"] for e in entries])
-        err = np.abs(np.array([e["ci"] for e in entries]).T - acc)
-        xs = x + (i - (len(models) - 1) / 2) * width
-        ax.bar(xs, acc, width=width, yerr=err, capsize=2, color=f"C{i}", label=name)
-        if m["seeds"] > 1:
-            for p, e in enumerate(entries):
-                ax.fill_between([p - 0.45, p + 0.45], *e["ci"], color=f"C{i}", alpha=0.12, lw=0)
-    ax.axhline(0.5, color="0.3", lw=0.8, ls="--")
-    ax.set_xticks(x, props, rotation=15)
-    ax.set(ylim=(0, 1), ylabel="pairwise accuracy", title="violation of expectation (possible less surprising)")
-    ax.legend(frameon=False, loc="lower right")
+    panels = (("relative_accuracy", "relative_ci", "relative accuracy (matched sets)"),
+              ("accuracy", "ci", "pairwise accuracy (twin pairs)"))
+    for ax, (key, ci, title) in zip(axes, panels):
+        for i, (name, m) in enumerate(models.items()):
+            entries = [m["properties"][p] for p in props]
+            acc = np.array([e[key] for e in entries])
+            err = np.abs(np.array([e[ci] for e in entries]).T - acc)
+            xs = x + (i - (len(models) - 1) / 2) * width
+            ax.bar(xs, acc, width=width, yerr=err, capsize=2, color=f"C{i}", label=name)
+            if m["seeds"] > 1:
+                for p, e in enumerate(entries):
+                    ax.fill_between([p - 0.45, p + 0.45], *e[ci], color=f"C{i}", alpha=0.12, lw=0)
+        ax.axhline(0.5, color="0.3", lw=0.8, ls="--")
+        ax.set_xticks(x, props, rotation=15)
+        ax.set(ylim=(0, 1), title=title)
+    axes[0].set_ylabel("possible less surprising")
+    axes[1].legend(frameon=False, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -274,24 +316,36 @@ def plot_examples(path: Path, curves: np.ndarray, clips: list[VoEClip], pairs: d
 
 def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
     models = metrics["models"]
-    props = list(next(iter(models.values()))["properties"])
+    first = next(iter(models.values()))["properties"]
+    props = list(first)
 
-    def cell(e: dict) -> str:
-        return f"{e['accuracy']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] / {e['auroc']:.2f}"
+    def cell(e: dict, key: str, ci: str) -> str:
+        return f"{e[key]:.2f} [{e[ci][0]:.2f}, {e[ci][1]:.2f}]"
 
-    rows = [[p, next(iter(models.values()))["properties"][p]["pairs"], *[cell(m["properties"][p]) for m in models.values()]]
-            for p in props]
-    rows.append(["mean", "", *[f"{m['mean_accuracy']:.2f}" for m in models.values()]])
+    relative = [[p, first[p]["sets"], *[cell(m["properties"][p], "relative_accuracy", "relative_ci")
+                                        for m in models.values()]] for p in props]
+    relative.append(["mean", "", *[f"{m['mean_relative_accuracy']:.2f}" for m in models.values()]])
+    pairwise = [[p, first[p]["pairs"], *[f"{cell(m['properties'][p], 'accuracy', 'ci')} / {m['properties'][p]['auroc']:.2f}"
+                                         for m in models.values()]] for p in props]
+    pairwise.append(["mean", "", *[f"{m['mean_accuracy']:.2f}" for m in models.values()]])
     lines = [
         "# Violation of expectation",
         "",
         f"{metrics['videos']} clips of `{cfg.table}`. Surprise: the predictor's L1 error on each time slot from the "
         f"{', '.join(map(str, cfg.context_slots))} slots before it, averaged; a clip scores its {cfg.score} surprise"
         f"{' from the first slot the event reaches on (twins are identical before it)' if cfg.from_event else ''}. "
-        "Cells: pairwise accuracy (possible clip less surprising than its impossible twin) [bootstrap 95% interval] / "
-        "AUROC. Models with several seeds (random init) show the mean over seeds: chance as this test measures it.",
+        "Models with several seeds (random init) show the mean over seeds: chance as this test measures it.",
         "",
-        markdown_table(["property", "pairs", *models], rows),
+        "Relative accuracy (IntPhys): the matched sets whose possible clips are less surprising in total than their "
+        "impossible ones [bootstrap 95% interval]. A balanced set's impossible clips show the same frames as its "
+        "possible ones in an order physics forbids; a twin pair is a set of two.",
+        "",
+        markdown_table(["property", "sets", *models], relative),
+        "",
+        "Pairwise accuracy: the twin pairs (identical up to the event) whose possible clip is the less surprising "
+        "[bootstrap 95% interval] / AUROC of the score over all clips.",
+        "",
+        markdown_table(["property", "pairs", *models], pairwise),
         "",
         "![accuracy per property](accuracy.png)",
         "",
@@ -341,7 +395,7 @@ def main(cfg: PhysicsConfig) -> dict:
         raise ValueError("no models to test; add some, e.g. models.jepa.checkpoint=PATH")
     out = Path(cfg.output)
     clips = read_voe_table(cfg.table)
-    pairs = twin_pairs(clips)
+    pairs, sets = twin_pairs(clips), matched_sets(clips)
     models = [m for name, spec in cfg.models.items() for m in build_world_models(name, spec, cfg.mask_index)]
     check_same_geometry(models)
     check_config(cfg, models[0].grid[0])
@@ -360,7 +414,7 @@ def main(cfg: PhysicsConfig) -> dict:
     metrics: dict = {"models": {}}
     for name in cfg.models:
         scores = np.stack([clip_scores(c, cfg.score, starts) for m, c in zip(models, curves) if m.name == name])
-        metrics["models"][name] = property_metrics(scores, clips, pairs, cfg)
+        metrics["models"][name] = property_metrics(scores, clips, pairs, cfg, sets)
     metrics.update(score=cfg.score, from_event=cfg.from_event, context_slots=list(cfg.context_slots), videos=len(clips),
                    timing={"surprise_s": elapsed})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

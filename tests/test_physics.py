@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import REPO
 from evals.physics import (
-    PhysicsConfig, auroc, bootstrap_ci, clip_scores, event_slot, main, pair_outcomes, property_metrics, read_voe_table,
+    PhysicsConfig, auroc, bootstrap_ci, clip_scores, event_slot, main, matched_sets, pair_outcomes, property_metrics,
+    read_voe_table, set_outcomes,
 )
 from vjepa.config import load_config
 from vjepa.data import DataError
-from vjepa.world.voe import PROPERTIES, VoEConfig, generate_voe, make_twins
+from vjepa.world.render import BACKGROUND
+from vjepa.world.voe import BALANCED, PROPERTIES, VoEConfig, generate_voe, make_balanced_set, make_twins
 
 TINY_WORLD = ["world.frames=16", "world.size=32", "world.object_size=[2.0,5.0]"]
 
@@ -42,6 +45,41 @@ def test_twins_are_identical_before_the_event_and_differ_after(prop, tmp_path):
     assert not np.array_equal(possible[event:], impossible[event:])
 
 
+@pytest.mark.parametrize("prop", BALANCED)
+def test_balanced_set_shows_its_change_from_the_event(prop, tmp_path):
+    a, b, event = make_balanced_set(voe_config(tmp_path), prop, 0)
+    assert a.shape == b.shape == (16, 32, 32, 3) and 0 < event < 16
+    assert np.abs(a[event:].astype(int) - b[event:].astype(int)).max() >= 64  # the splices visibly jump at the event
+
+
+def test_balanced_permanence_hides_object_0_and_changes_nothing_else(tmp_path):
+    a, b, _ = make_balanced_set(voe_config(tmp_path, "world.min_objects=3"), "permanence", 1)
+    differs = (a != b).any(-1)
+    assert differs.any(axis=(1, 2)).all()  # object 0 is drawn in A in every frame
+    assert (b[differs] == BACKGROUND).all()  # and where A and B differ, B shows the empty box: the others did not move
+
+
+def test_balanced_sets_in_the_table_pair_a_and_b_both_ways(tiny_voe):
+    import decord
+
+    with open(tiny_voe / "voe.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for prop in BALANCED:
+        for name in sorted({r["set"] for r in rows if r["property"] == prop}):
+            members = {Path(r["path"]).stem.removeprefix(name): r for r in rows if r["set"] == name}
+            assert sorted(members) == ["a_impossible", "a_possible", "b_impossible", "b_possible"]
+            frames = {k: decord.VideoReader(str(tiny_voe / r["path"]))[:].asnumpy().astype(int) for k, r in members.items()}
+            event = int(members["a_possible"]["event_frame"])
+            # decoded, each impossible splice matches one possible clip before the event and the other after it,
+            # up to the codec (the splice's first coded frame after the event cannot refer back to the same past)
+            for imp, before, after in (("a_impossible", "a_possible", "b_possible"),
+                                       ("b_impossible", "b_possible", "a_possible")):
+                assert np.array_equal(frames[imp][:event], frames[before][:event])
+                assert np.abs(frames[imp][event:] - frames[after][event:]).mean() < 2.0
+                assert np.abs(frames[imp][event:] - frames[before][event:]).max() >= 32
+    assert all(r["set"] == "" for r in rows if r["property"] not in BALANCED)
+
+
 def test_same_seed_gives_the_same_files(tiny_voe, tmp_path):
     generate_voe(voe_config(tmp_path))
     files = sorted(p.relative_to(tiny_voe) for p in tiny_voe.rglob("*") if p.is_file())
@@ -67,8 +105,8 @@ def test_voe_table_has_one_possible_and_one_impossible_clip_per_group(tiny_voe):
     with open(tiny_voe / "voe.csv", newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == ["path", "group", "possible", "property", "event_frame"]
-    assert len(rows) == 2 * 2 * len(PROPERTIES)
+    assert reader.fieldnames == ["path", "group", "possible", "property", "event_frame", "set"]
+    assert len(rows) == 2 * sum(4 if p in BALANCED else 2 for p in PROPERTIES)  # 2 sets per property
     for group in {r["group"] for r in rows}:
         members = [r for r in rows if r["group"] == group]
         assert sorted(r["possible"] for r in members) == ["0", "1"]
@@ -113,6 +151,25 @@ def test_auroc_counts_ordered_pairs():
     assert auroc(np.array([0.1, 0.2, 0.4]), np.array([0.3, 0.5])) == pytest.approx(5 / 6)
 
 
+def test_balanced_sets_give_a_frame_statistic_chance_and_a_tracker_full_marks(tiny_voe):
+    clips = read_voe_table(str(tiny_voe / "voe.csv"))
+    sets = matched_sets(clips)
+    assert {p: len(s) for p, s in sets.items()} == {p: 2 for p in PROPERTIES}
+    assert all(len(ok) == len(bad) == (2 if p in BALANCED else 1) for p in PROPERTIES for ok, bad in sets[p])
+    # clips 0-3: permanence set 0 as written: A possible, A-then-B impossible, B possible, B-then-A impossible
+    assert [Path(c.path).stem for c in clips[:4]] == [f"permanence_0000{k}" for k in
+                                                      ("a_possible", "a_impossible", "b_possible", "b_impossible")]
+    pairs = [(0, 1), (2, 3)]
+    # a score that depends only on what the frames after the event show (object 0 there or not): B-then-A scores
+    # as A does, A-then-B as B does. Twin pairs call it right once and wrong once; the balanced set ties it
+    frames_only = np.array([0.9, 0.1, 0.1, 0.9])
+    assert pair_outcomes(frames_only, pairs).tolist() == [0.0, 1.0]
+    assert set_outcomes(frames_only, sets["permanence"][:1]).tolist() == [0.5]
+    # a tracker, surprised by the vanishing and by the appearing, passes the set
+    tracker = np.array([0.3, 0.4, 0.1, 0.9])
+    assert set_outcomes(tracker, sets["permanence"][:1]).tolist() == [1.0]
+
+
 def test_seeds_are_averaged_per_pair(tiny_voe):
     clips = read_voe_table(str(tiny_voe / "voe.csv"))[:4]  # two permanence groups
     pairs = {"permanence": [(0, 1), (2, 3)]}
@@ -139,12 +196,14 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
     assert metrics["models"]["random"]["seeds"] == 2
     for model in metrics["models"].values():
         assert model["properties"].keys() == set(PROPERTIES)
-        for e in model["properties"].values():
-            assert 0 <= e["ci"][0] <= e["accuracy"] <= e["ci"][1] <= 1 and 0 <= e["auroc"] <= 1 and e["pairs"] == 2
+        for prop, e in model["properties"].items():
+            assert 0 <= e["ci"][0] <= e["accuracy"] <= e["ci"][1] <= 1 and 0 <= e["auroc"] <= 1
+            assert 0 <= e["relative_ci"][0] <= e["relative_accuracy"] <= e["relative_ci"][1] <= 1
+            assert e["sets"] == 2 and e["pairs"] == (4 if prop in BALANCED else 2)
         assert model["mean_accuracy"] == pytest.approx(np.mean([e["accuracy"] for e in model["properties"].values()]))
     with open(tmp_path / "surprise.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 3 * 20  # jepa + 2 random seeds, 20 clips
+    assert len(rows) == 3 * 32  # jepa + 2 random seeds, 32 clips
     curve = rows[0]["curve"].split(" ")
     assert len(curve) == 4 and curve[:2] == ["", ""] and float(rows[0]["max"]) >= float(rows[0]["mean"]) > 0
     for name in ("accuracy.png", "surprise_curves.png", "report.md", "config.yaml"):

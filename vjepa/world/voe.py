@@ -10,15 +10,29 @@ after which object 0 (the largest) violates one property:
     solidity           it passes through walls and objects (its shape stops colliding at the event)
     colour_constancy   its colour changes to the complementary one
 
+Balanced sets (`balanced`, IntPhys's minimal sets; Riochet et al. 2018). Twins alone are biased:
+a vanished object leaves an emptier, easier frame, so a model that predicts only the scene's
+layout finds every impossible permanence twin the *less* surprising. For the properties whose
+violation is a swap of what is drawn (permanence, continuity, colour_constancy), a set holds two
+possible clips of one scene that differ only in object 0 (A: as drawn; B: invisible, mirrored
+left-right, or in the complementary colour) and the two impossible splices A-then-B and
+B-then-A at the event. The impossible clips then show exactly the frames of the possible ones,
+only in an order physics forbids, and any frame-by-frame statistic cancels within the set. The
+set is written as two twin groups (A with A-then-B, B with B-then-A) that share the `set` column.
+Object 0 must not touch another object in A or B (else hiding or moving it would change how the
+others move), and a scene where it does is redrawn. Gravity and solidity change the motion
+itself, so they stay single twin pairs.
+
 A scene where the violation would not show (say, a vanishing object already at rest under
 another) is redrawn from the group's generator, so every impossible twin differs visibly.
-Every group draws from `np.random.default_rng([seed, property, group])`: the same seed gives the
+Every set draws from `np.random.default_rng([seed, property, index])`: the same seed gives the
 same files.
 
 Layout under `cfg.output`:
     config.yaml                                      the resolved config
     videos/gravity_0003_possible.mp4, ..._impossible.mp4
-    voe.csv                                          `path,group,possible,property,event_frame`
+    videos/permanence_0003a_possible.mp4, ..._impossible.mp4, permanence_0003b_...   (a balanced set)
+    voe.csv                                          `path,group,possible,property,event_frame,set`
 """
 from __future__ import annotations
 
@@ -26,7 +40,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -42,10 +56,12 @@ from vjepa.world.render import render_frames
 from vjepa.world.video import write_video
 
 PROPERTIES = ("permanence", "continuity", "gravity", "solidity", "colour_constancy")
-TABLE_COLUMNS = ("path", "group", "possible", "property", "event_frame")
+BALANCED = ("permanence", "continuity", "colour_constancy")  # violations that swap what is drawn: balanced sets
+TABLE_COLUMNS = ("path", "group", "possible", "property", "event_frame", "set")
 MIN_UPWARD_GRAVITY = 100.0  # px/s^2: a barely-reversed weak gravity would hardly show in 32 frames
 VISIBLE_CHANGE = 64  # a twin pair must differ by at least this much (0..255) at some pixel after the event
-MAX_TRIES = 20
+UNTOUCHED = 0.05  # px: the other objects of a balanced set move the same with and without object 0
+MAX_TRIES = 50
 
 
 def _voe_world() -> WorldConfig:
@@ -57,7 +73,8 @@ def _voe_world() -> WorldConfig:
 class VoEConfig:
     output: str = "runs/voe"
     seed: int = 0
-    groups_per_property: int = 20  # twin pairs per property
+    groups_per_property: int = 20  # sets per property: a twin pair, or a balanced set of two pairs
+    balanced: bool = True  # permanence, continuity and colour_constancy as IntPhys-style balanced sets of four clips
     properties: List[str] = field(default_factory=lambda: list(PROPERTIES))
     event: Tuple[float, float] = (0.35, 0.6)  # event frame drawn uniformly in this fraction of the clip
     # scenes, frames, fps and size as `vjepa world` makes them; its output, num_train, num_val and workers are unused
@@ -149,17 +166,87 @@ def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.nd
                        "raise world.object_size or the voe config's event range")
 
 
+def _copy(trajectory: Trajectory) -> Trajectory:
+    return replace(trajectory, position=trajectory.position.copy(), angle=trajectory.angle.copy(),
+                   visible=trajectory.visible.copy(), colour=trajectory.colour.copy())
+
+
+def _touches_others(scene: Scene, trajectory: Trajectory, world: WorldConfig) -> bool:
+    """Whether object 0 changes how the other objects move (it hits one, or one hits it)."""
+    if len(scene.objects) == 1:
+        return False
+    alone = simulate(replace(scene, objects=scene.objects[1:]), world.frames, world.fps, world.substeps)
+    return bool(np.abs(alone.position - trajectory.position[:, 1:]).max() > UNTOUCHED)
+
+
+def second_possible(prop: str, scene: Scene, trajectory: Trajectory, world: WorldConfig) -> Optional[Trajectory]:
+    """Clip B of a balanced set: the scene with object 0 hidden, mirrored left-right, or recoloured throughout.
+
+    None where B is not a possible clip that differs from A in object 0 alone (object 0 touches another)."""
+    obj = scene.objects[0]
+    if prop == "colour_constancy":
+        other = _copy(trajectory)
+        other.colour[:, 0] = 255 - np.array(obj.colour, dtype=np.uint8)
+        return other
+    if _touches_others(scene, trajectory, world):
+        return None
+    if prop == "permanence":
+        other = _copy(trajectory)
+        other.visible[:, 0] = False
+        return other
+    if prop == "continuity":
+        mirrored = replace(obj, x0=scene.size - obj.x0, vx0=-obj.vx0, angle0=-obj.angle0)
+        other = simulate(replace(scene, objects=[mirrored, *scene.objects[1:]]), world.frames, world.fps,
+                         world.substeps)
+        return None if _touches_others(scene, other, world) else other
+    raise ValueError(f"{prop!r} has no balanced set; those that do: {', '.join(BALANCED)}")
+
+
+def make_balanced_set(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Frames [T, H, W, 3] of a balanced set's two possible clips A and B, and the event frame.
+
+    The set's impossible clips are the splices A[:event] + B[event:] and B[:event] + A[event:]."""
+    world = cfg.world
+    rng = np.random.default_rng([cfg.seed, PROPERTIES.index(prop), index])
+    for _ in range(MAX_TRIES):
+        scene = sample_scene(rng, world)
+        event = int(rng.integers(round(cfg.event[0] * world.frames), round(cfg.event[1] * world.frames) + 1))
+        first = simulate(scene, world.frames, world.fps, world.substeps)
+        second = second_possible(prop, scene, first, world)
+        if second is None:
+            continue
+        if prop == "continuity":  # a jump, not a nudge: the two places of object 0 do not overlap at the event
+            bound = scene.objects[0].size * (math.sqrt(2.0) if scene.objects[0].shape == BOX else 1.0)
+            if np.linalg.norm(first.position[event, 0] - second.position[event, 0]) < 2 * bound + 2:
+                continue
+        a, b = render_frames(scene, first, world.size), render_frames(scene, second, world.size)
+        if np.abs(a[event:].astype(np.int16) - b[event:].astype(np.int16)).max() >= VISIBLE_CHANGE:
+            return a, b, event
+    raise RuntimeError(f"{prop} set {index}: no scene in {MAX_TRIES} where object 0 moves alone and its change shows; "
+                       "lower world.max_objects or raise world.size, or set balanced=false")
+
+
 # --------------------------------------------------------------------------- the data set
 
 
 def write_group(cfg: VoEConfig, prop: str, index: int) -> list[dict]:
-    possible, impossible, event = make_twins(cfg, prop, index)
-    group = f"{prop}_{index:04d}"
+    """Write one twin pair, or (for a balanced property) a balanced set of two; return their table rows."""
+    name = f"{prop}_{index:04d}"
+    if cfg.balanced and prop in BALANCED:
+        a, b, event = make_balanced_set(cfg, prop, index)
+        twins = [(f"{name}a", a, np.concatenate([a[:event], b[event:]])),
+                 (f"{name}b", b, np.concatenate([b[:event], a[event:]]))]
+        matched = name
+    else:
+        possible, impossible, event = make_twins(cfg, prop, index)
+        twins, matched = [(name, possible, impossible)], ""
     rows = []
-    for is_possible, frames in ((1, possible), (0, impossible)):
-        relpath = f"videos/{group}_{'possible' if is_possible else 'impossible'}.mp4"
-        write_video(Path(cfg.output) / relpath, frames, cfg.world.fps)
-        rows.append({"path": relpath, "group": group, "possible": is_possible, "property": prop, "event_frame": event})
+    for group, possible, impossible in twins:
+        for is_possible, frames in ((1, possible), (0, impossible)):
+            relpath = f"videos/{group}_{'possible' if is_possible else 'impossible'}.mp4"
+            write_video(Path(cfg.output) / relpath, frames, cfg.world.fps)
+            rows.append({"path": relpath, "group": group, "possible": is_possible, "property": prop,
+                         "event_frame": event, "set": matched})
     return rows
 
 
@@ -179,10 +266,10 @@ def generate_voe(cfg: VoEConfig) -> Path:
     plain = OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg
     start = time.perf_counter()
     jobs = [(p, i) for p in plain.properties for i in range(plain.groups_per_property)]
-    rows = [row for p, i in tqdm(jobs, desc="voe", unit="group", mininterval=1.0) for row in write_group(plain, p, i)]
+    rows = [row for p, i in tqdm(jobs, desc="voe", unit="set", mininterval=1.0) for row in write_group(plain, p, i)]
     write_table(output / "voe.csv", rows)
     save_config(cfg, output / "config.yaml")  # written last: marks a complete set
-    print(f"voe: {len(jobs)} twin groups in {time.perf_counter() - start:.1f}s -> {output}")
+    print(f"voe: {len(jobs)} sets ({len(rows) // 2} twin pairs) in {time.perf_counter() - start:.1f}s -> {output}")
     return output
 
 
