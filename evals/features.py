@@ -214,7 +214,7 @@ def infer_grid(num_tokens: int, grid: tuple[int, int, int]) -> tuple[int, int, i
 def fit_pos_embed(state: dict, encoder: nn.Module, path: str) -> dict:
     """Resize a pos_embed made for another clip size to the encoder's grid (same width only)."""
     table, own = state.get("pos_embed"), encoder.pos_embed
-    if table is None or table.shape == own.shape or table.ndim != 3 or table.shape[-1] != own.shape[-1]:
+    if table is None or own is None or table.shape == own.shape or table.ndim != 3 or table.shape[-1] != own.shape[-1]:
         return state  # identical, or a mismatch load_module_state reports by name
     try:
         old_grid = infer_grid(table.shape[1], encoder.grid)

@@ -198,3 +198,58 @@ def test_input_that_does_not_tile_names_the_dimension(shape, dimension):
         PatchEmbed3D(patch_size=8, tubelet_size=2, in_chans=3, embed_dim=16)(torch.zeros(shape))
     with pytest.raises(ValueError, match=f"input {dimension} "):
         tiny_encoder()(torch.zeros(shape))
+
+
+# --------------------------------------------------------------------------- 3D RoPE (model.pos_embed=rope)
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    from vjepa.models.rope import apply_rope, rope_angles
+
+    grid, head_dim = (4, 4, 4), 12
+    q, k = torch.randn(1, 1, 1, head_dim).expand(1, 1, 2, -1), torch.randn(1, 1, 1, head_dim).expand(1, 1, 2, -1)
+    # token pairs (t, h, w): (0,0,0)->(1,2,1) and (2,1,2)->(3,3,3): the same offset, so the same score
+    idx = torch.tensor([[0 * 16 + 0 * 4 + 0, 2 * 16 + 1 * 4 + 2]])
+    moved = torch.tensor([[1 * 16 + 2 * 4 + 1, 3 * 16 + 3 * 4 + 3]])
+    qr, kr = apply_rope(q, rope_angles(idx, grid, head_dim)), apply_rope(k, rope_angles(moved, grid, head_dim))
+    scores = (qr * kr).sum(-1)[0, 0]
+    assert torch.allclose(scores[0], scores[1], atol=1e-5)
+    assert torch.allclose(qr.norm(dim=-1), q.norm(dim=-1), atol=1e-5)  # a rotation
+    other = apply_rope(k, rope_angles(torch.tensor([[0, 5]]), grid, head_dim))
+    assert not torch.allclose((qr * other).sum(-1)[0, 0, 0], scores[0], atol=1e-3)
+
+
+def test_rope_encoder_has_no_position_table_and_moves_with_its_input():
+    model = tiny_encoder(pos_embed="rope")
+    assert "pos_embed" not in model.state_dict()
+    x = clip()
+    with torch.no_grad():
+        features = model(x).view(2, *GRID, -1)
+        shifted = model(torch.roll(x, shifts=8, dims=-1)).view(2, *GRID, -1)  # content one patch to the right
+        sincos = tiny_encoder()(x), tiny_encoder()(torch.roll(x, shifts=8, dims=-1))
+    # the same content gives the same features one column over, up to the grid's edges (the wrapped column now
+    # sits at another offset from the rest): about 1e-4 here, against 1 and more for sin-cos positions
+    assert (features[..., :-1, :] - shifted[..., 1:, :]).abs().max() < 1e-3
+    assert (sincos[0].view(2, *GRID, -1)[..., :-1, :] - sincos[1].view(2, *GRID, -1)[..., 1:, :]).abs().max() > 0.5
+
+
+def test_rope_encoder_and_predictor_take_masks_and_layers_like_sincos():
+    model, predictor = tiny_encoder(pos_embed="rope"), tiny_predictor(pos_embed="rope")
+    assert "predictor_pos_embed" not in predictor.state_dict()
+    x, keep, targets = clip(), torch.arange(8, 40).expand(2, -1), torch.arange(40, 64).expand(2, -1)
+    with torch.no_grad():
+        full, kept = model(x), model(x, masks=keep)
+        assert kept.shape == (2, 32, 48) and torch.allclose(model.get_intermediate_layers(x, 1)[0], full)
+        # the kept tokens see only each other, so they differ from the full pass, and positions still matter
+        assert not torch.allclose(kept, full[:, 8:40], atol=1e-3)
+        pred = predictor(kept, keep, targets)
+        assert pred.shape == (2, 24, 48)
+        # positions travel with the tokens: listing the targets in another order permutes the predictions ...
+        assert torch.allclose(pred, predictor(kept, keep, targets.flip(1)).flip(1), atol=1e-5)
+        # ... and mask tokens at other places predict other things, though the tokens themselves are all alike
+        assert (pred - predictor(kept, keep, targets - 40)).abs().max() > 1e-4  # float noise: ~1e-7
+
+
+def test_unknown_position_embedding_is_a_clear_error():
+    with pytest.raises(ValueError, match="model.pos_embed='learned'"):
+        tiny_encoder(pos_embed="learned")

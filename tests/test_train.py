@@ -121,3 +121,15 @@ def test_pretraining_lowers_the_loss_without_collapse(tiny_world, tmp_path):
     ranks = [float(r["rankme"]) for r in rows if r["rankme"]]
     assert std[-1] > 0.5 * std[0], (std[0], std[-1])
     assert ranks[-1] > 0.5 * ranks[0], (ranks[0], ranks[-1])
+
+
+def test_rope_run_saves_no_position_table_and_its_checkpoint_reloads_strictly(tiny_world, tmp_path):
+    cfg = tiny_pretrain_config(tiny_world, tmp_path / "run", "model.pos_embed=rope", "optimization.steps=3")
+    pretrain(cfg)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert ckpt["config"]["model"]["pos_embed"] == "rope"
+    assert "pos_embed" not in ckpt["target_encoder"] and "predictor_pos_embed" not in ckpt["predictor"]
+    encoder, _ = build_networks(cfg)
+    encoder.load_state_dict(ckpt["target_encoder"])  # strict: the same tensors, no table missing or left over
+    with pytest.raises(ValueError, match="model.pos_embed='learn'"):
+        build_networks(tiny_pretrain_config(tiny_world, tmp_path / "bad", "model.pos_embed=learn"))

@@ -60,6 +60,9 @@ class ModelConfig:
     depth: Optional[int] = None
     num_heads: Optional[int] = None
     uniform_power: bool = True
+    # sincos: V-JEPA's fixed table added to the tokens (official checkpoints); rope: V-JEPA 2's 3D rotary
+    # embedding in every attention of the encoder and the predictor, so features carry no absolute position
+    pos_embed: str = "sincos"
     drop_path_rate: float = 0.0
     pred_depth: int = 12
     pred_embed_dim: int = 384
@@ -182,7 +185,7 @@ def build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Modul
         m.name, img_size=d.crop_size, num_frames=d.frames_per_clip, patch_size=m.patch_size,
         tubelet_size=m.tubelet_size, embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads,
         uniform_power=m.uniform_power, drop_path_rate=m.drop_path_rate,
-        use_activation_checkpointing=m.activation_checkpointing,
+        use_activation_checkpointing=m.activation_checkpointing, pos_embed=m.pos_embed,
     )
     predictor = Predictor(
         img_size=d.crop_size, num_frames=d.frames_per_clip, patch_size=m.patch_size, tubelet_size=m.tubelet_size,
@@ -190,6 +193,7 @@ def build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Modul
         num_heads=m.pred_num_heads or encoder.num_heads, uniform_power=m.uniform_power,
         drop_path_rate=m.drop_path_rate, num_mask_tokens=max(1, len(cfg.masks)),
         zero_init_mask_tokens=m.zero_init_mask_tokens, use_activation_checkpointing=m.activation_checkpointing,
+        pos_embed=m.pos_embed,
     )
     return encoder, predictor
 

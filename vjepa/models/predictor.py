@@ -13,11 +13,13 @@ from torch import Tensor
 from vjepa.models.pos_embed import get_3d_sincos_pos_embed, interpolate_pos_embed
 from vjepa.models.vit import (
     build_blocks,
+    check_pos_embed,
     gather_tokens,
     init_weights,
     norm_layer,
     rescale_residual_projections,
     run_blocks,
+    token_rope,
 )
 
 
@@ -41,8 +43,11 @@ class Predictor(nn.Module):
         num_mask_tokens: int = 1,
         zero_init_mask_tokens: bool = True,
         use_activation_checkpointing: bool = False,
+        pos_embed: str = "sincos",
     ) -> None:
         super().__init__()
+        self.rope = check_pos_embed(pos_embed)
+        self.num_heads = num_heads
         self.embed_dim = embed_dim
         self.predictor_embed_dim = predictor_embed_dim
         self.depth = depth
@@ -55,12 +60,15 @@ class Predictor(nn.Module):
         self.mask_tokens = nn.ParameterList(
             nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
         )
-        table = get_3d_sincos_pos_embed(predictor_embed_dim, *self.grid, uniform_power=uniform_power)
-        self.predictor_pos_embed = nn.Parameter(
-            torch.from_numpy(table).float().unsqueeze(0), requires_grad=False
-        )
+        if self.rope:
+            self.predictor_pos_embed = None
+        else:
+            table = get_3d_sincos_pos_embed(predictor_embed_dim, *self.grid, uniform_power=uniform_power)
+            self.predictor_pos_embed = nn.Parameter(
+                torch.from_numpy(table).float().unsqueeze(0), requires_grad=False
+            )
         self.predictor_blocks = build_blocks(
-            predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate
+            predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, self.rope
         )
         self.predictor_norm = norm_layer(predictor_embed_dim)
         self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
@@ -85,12 +93,19 @@ class Predictor(nn.Module):
         token indices to predict; mask_index picks the mask token; grid (t, h, w) is the clip's token
         grid when it differs from the configured one. Returns [B, Nt, D].
         """
-        pos_embed = interpolate_pos_embed(self.predictor_pos_embed, self.grid, grid or self.grid)
-        x = self.predictor_embed(ctx) + gather_tokens(pos_embed, ctx_idx)
+        x = self.predictor_embed(ctx)
         batch, num_targets = tgt_idx.shape
         targets = self.mask_tokens[mask_index].expand(batch, num_targets, -1)
-        targets = targets + gather_tokens(pos_embed, tgt_idx)
+        rope = None
+        if self.rope:
+            idx = torch.cat([ctx_idx, tgt_idx], dim=1)
+            rope = token_rope(idx, grid or self.grid, idx.shape[1], batch, self.predictor_embed_dim // self.num_heads,
+                              x.device)
+        else:
+            pos_embed = interpolate_pos_embed(self.predictor_pos_embed, self.grid, grid or self.grid)
+            x = x + gather_tokens(pos_embed, ctx_idx)
+            targets = targets + gather_tokens(pos_embed, tgt_idx)
         x = torch.cat([x, targets], dim=1)
-        x = run_blocks(self.predictor_blocks, x, self.use_activation_checkpointing and self.training)
+        x = run_blocks(self.predictor_blocks, x, self.use_activation_checkpointing and self.training, rope)
         x = self.predictor_norm(x[:, -num_targets:])
         return self.predictor_proj(x)

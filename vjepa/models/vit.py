@@ -1,7 +1,8 @@
 """The V-JEPA video encoder: tubelet embedding, fixed sin-cos positions, timm ViT blocks.
 
 Parameter names match the official V-JEPA encoder (facebookresearch/jepa), so its checkpoints
-load here and ours load there.
+load here and ours load there. `pos_embed="rope"` swaps the added sin-cos table for V-JEPA 2's
+3D rotary embedding inside attention (vjepa/models/rope.py); such an encoder has no `pos_embed`.
 """
 
 import math
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from vjepa.models.patch_embed import PatchEmbed3D
 from vjepa.models.pos_embed import get_3d_sincos_pos_embed, interpolate_pos_embed
+from vjepa.models.rope import Rope, RopeBlock, rope_angles
 
 norm_layer = partial(nn.LayerNorm, eps=1e-6)
 
@@ -32,15 +34,36 @@ ENCODER_SIZES: dict[str, dict] = {
 }
 
 
+POS_EMBEDS = ("sincos", "rope")
+
+
 def build_blocks(
-    dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path_rate: float
+    dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path_rate: float,
+    rope: bool = False,
 ) -> nn.ModuleList:
-    """`depth` pre-norm timm Blocks (SDPA attention); stochastic depth grows linearly to drop_path_rate."""
+    """`depth` pre-norm timm Blocks (SDPA attention; RoPE blocks with `rope`); stochastic depth grows
+    linearly to drop_path_rate."""
     rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+    block = RopeBlock if rope else Block
     return nn.ModuleList(
-        Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm_layer)
+        block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm_layer)
         for rate in rates
     )
+
+
+def check_pos_embed(pos_embed: str) -> bool:
+    """True for RoPE; a clear error for an unknown kind."""
+    if pos_embed not in POS_EMBEDS:
+        raise ValueError(f"model.pos_embed={pos_embed!r}: expected one of {', '.join(POS_EMBEDS)}")
+    return pos_embed == "rope"
+
+
+def token_rope(idx: Tensor | None, grid: tuple[int, int, int], num_tokens: int, batch: int, head_dim: int,
+               device: torch.device) -> Rope:
+    """RoPE angles of tokens idx [B, N] of a grid (all of its tokens, in order, when idx is None)."""
+    if idx is None:
+        idx = torch.arange(num_tokens, device=device).expand(batch, -1)
+    return rope_angles(idx, grid, head_dim)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -71,10 +94,11 @@ def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def run_blocks(blocks: nn.ModuleList, x: Tensor, checkpointing: bool) -> Tensor:
+def run_blocks(blocks: nn.ModuleList, x: Tensor, checkpointing: bool, rope: Rope | None = None) -> Tensor:
     """Apply the blocks in order; with checkpointing, activations are recomputed in backward to save memory."""
+    args = () if rope is None else (rope,)
     for block in blocks:
-        x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpointing else block(x)
+        x = torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=False) if checkpointing else block(x, *args)
     return x
 
 
@@ -96,8 +120,10 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         uniform_power: bool = False,
         use_activation_checkpointing: bool = False,
+        pos_embed: str = "sincos",
     ) -> None:
         super().__init__()
+        self.rope = check_pos_embed(pos_embed)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.depth = depth
@@ -108,10 +134,13 @@ class VisionTransformer(nn.Module):
         self.num_patches = math.prod(self.grid)
 
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
-        table = get_3d_sincos_pos_embed(embed_dim, *self.grid, uniform_power=uniform_power)
-        # A frozen Parameter rather than a buffer: the same state-dict entry as official checkpoints.
-        self.pos_embed = nn.Parameter(torch.from_numpy(table).float().unsqueeze(0), requires_grad=False)
-        self.blocks = build_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate)
+        if self.rope:
+            self.pos_embed = None
+        else:
+            table = get_3d_sincos_pos_embed(embed_dim, *self.grid, uniform_power=uniform_power)
+            # A frozen Parameter rather than a buffer: the same state-dict entry as official checkpoints.
+            self.pos_embed = nn.Parameter(torch.from_numpy(table).float().unsqueeze(0), requires_grad=False)
+        self.blocks = build_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, self.rope)
         self.norm = norm_layer(embed_dim)
 
         self.apply(init_weights)
@@ -122,18 +151,29 @@ class VisionTransformer(nn.Module):
         return self.patch_embed.token_grid(x)
 
     def embed(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
-        """Tokens with positions added, [B, N, D], or only the kept ones [B, K, D] when masks is given."""
+        """Tokens with positions added (none with RoPE), [B, N, D], or only the kept ones [B, K, D] when masks
+        is given."""
         grid = self.token_grid(x)
-        x = self.patch_embed(x) + interpolate_pos_embed(self.pos_embed, self.grid, grid)
+        x = self.patch_embed(x)
+        if not self.rope:
+            x = x + interpolate_pos_embed(self.pos_embed, self.grid, grid)
         return x if masks is None else gather_tokens(x, masks)
 
     def forward(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         """Encode a clip [B, C, T, H, W]; masks [B, K] are token indices to keep. Returns [B, K or N, D]."""
-        return self.forward_tokens(self.embed(x, masks))
+        return self.forward_tokens(self.embed(x, masks), masks, self.token_grid(x))
 
-    def forward_tokens(self, x: Tensor) -> Tensor:
-        """The blocks and final norm on tokens from `embed` [B, K, D] (several masks can share one embedding)."""
-        x = run_blocks(self.blocks, x, self.use_activation_checkpointing and self.training)
+    def token_rope(self, x: Tensor, idx: Tensor | None, grid: tuple[int, int, int] | None) -> Rope | None:
+        """RoPE angles for tokens x [B, K, D] at grid indices idx (None: the whole grid); None for sin-cos."""
+        if not self.rope:
+            return None
+        return token_rope(idx, grid or self.grid, x.shape[1], x.shape[0], self.embed_dim // self.num_heads, x.device)
+
+    def forward_tokens(self, x: Tensor, idx: Tensor | None = None, grid: tuple[int, int, int] | None = None) -> Tensor:
+        """The blocks and final norm on tokens from `embed` [B, K, D] (several masks can share one embedding);
+        idx [B, K] are their grid indices (None: the whole grid), which RoPE needs."""
+        rope = self.token_rope(x, idx, grid)
+        x = run_blocks(self.blocks, x, self.use_activation_checkpointing and self.training, rope)
         return self.norm(x)
 
     def get_intermediate_layers(
@@ -141,11 +181,13 @@ class VisionTransformer(nn.Module):
     ) -> list[Tensor]:
         """Normed outputs of the last n blocks (n an int) or of the blocks indexed by n, in block order."""
         wanted = set(range(self.depth - n, self.depth)) if isinstance(n, int) else {i % self.depth for i in n}
+        grid = self.token_grid(x)
         x = self.embed(x, masks)
+        args = () if not self.rope else (self.token_rope(x, masks, grid),)
         outputs = []
         # Blocks after the last wanted one cannot change the result, so they are skipped.
         for i, block in enumerate(self.blocks[: max(wanted, default=-1) + 1]):
-            x = block(x)
+            x = block(x, *args)
             if i in wanted:
                 outputs.append(self.norm(x))
         return outputs

@@ -84,7 +84,7 @@ class JEPA(Objective):
         tokens = self.encoder.embed(clips)  # embedded once: every mask configuration gathers its context from it
         losses, preds = [], []
         for i, (ctx_idx, tgt_idx) in enumerate(masks):
-            ctx = self.encoder.forward_tokens(gather_tokens(tokens, ctx_idx))
+            ctx = self.encoder.forward_tokens(gather_tokens(tokens, ctx_idx), ctx_idx, self.encoder.token_grid(clips))
             pred = self.predictor(ctx, ctx_idx, tgt_idx, mask_index=i)
             loss = prediction_loss(pred, gather_tokens(targets, tgt_idx), self.loss_exp)
             if self.var_reg:
