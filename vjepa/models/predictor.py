@@ -11,6 +11,7 @@ from timm.layers import trunc_normal_
 from torch import Tensor
 
 from vjepa.models.pos_embed import get_3d_sincos_pos_embed, interpolate_pos_embed
+from vjepa.models.rope import rope_angles
 from vjepa.models.vit import (
     build_blocks,
     check_pos_embed,
@@ -19,7 +20,6 @@ from vjepa.models.vit import (
     norm_layer,
     rescale_residual_projections,
     run_blocks,
-    token_rope,
 )
 
 
@@ -98,9 +98,8 @@ class Predictor(nn.Module):
         targets = self.mask_tokens[mask_index].expand(batch, num_targets, -1)
         rope = None
         if self.rope:
-            idx = torch.cat([ctx_idx, tgt_idx], dim=1)
-            rope = token_rope(idx, grid or self.grid, idx.shape[1], batch, self.predictor_embed_dim // self.num_heads,
-                              x.device)
+            rope = rope_angles(torch.cat([ctx_idx, tgt_idx], dim=1), grid or self.grid,
+                               self.predictor_embed_dim // self.num_heads)
         else:
             pos_embed = interpolate_pos_embed(self.predictor_pos_embed, self.grid, grid or self.grid)
             x = x + gather_tokens(pos_embed, ctx_idx)

@@ -58,14 +58,6 @@ def check_pos_embed(pos_embed: str) -> bool:
     return pos_embed == "rope"
 
 
-def token_rope(idx: Tensor | None, grid: tuple[int, int, int], num_tokens: int, batch: int, head_dim: int,
-               device: torch.device) -> Rope:
-    """RoPE angles of tokens idx [B, N] of a grid (all of its tokens, in order, when idx is None)."""
-    if idx is None:
-        idx = torch.arange(num_tokens, device=device).expand(batch, -1)
-    return rope_angles(idx, grid, head_dim)
-
-
 def init_weights(module: nn.Module) -> None:
     """V-JEPA init: truncated normal (std 0.02) Linear/Conv3d weights, zero biases, unit LayerNorms."""
     if isinstance(module, (nn.Linear, nn.Conv3d)):
@@ -167,7 +159,9 @@ class VisionTransformer(nn.Module):
         """RoPE angles for tokens x [B, K, D] at grid indices idx (None: the whole grid); None for sin-cos."""
         if not self.rope:
             return None
-        return token_rope(idx, grid or self.grid, x.shape[1], x.shape[0], self.embed_dim // self.num_heads, x.device)
+        if idx is None:
+            idx = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        return rope_angles(idx, grid or self.grid, self.embed_dim // self.num_heads)
 
     def forward_tokens(self, x: Tensor, idx: Tensor | None = None, grid: tuple[int, int, int] | None = None) -> Tensor:
         """The blocks and final norm on tokens from `embed` [B, K, D] (several masks can share one embedding);

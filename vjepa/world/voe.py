@@ -198,7 +198,9 @@ def second_possible(prop: str, scene: Scene, trajectory: Trajectory, world: Worl
         mirrored = replace(obj, x0=scene.size - obj.x0, vx0=-obj.vx0, angle0=-obj.angle0)
         other = simulate(replace(scene, objects=[mirrored, *scene.objects[1:]]), world.frames, world.fps,
                          world.substeps)
-        return None if _touches_others(scene, other, world) else other
+        # A's others move as if object 0 were absent (checked above): B's must move as A's do
+        moved = np.abs(other.position[:, 1:] - trajectory.position[:, 1:])
+        return None if moved.size and moved.max() > UNTOUCHED else other
     raise ValueError(f"{prop!r} has no balanced set; those that do: {', '.join(BALANCED)}")
 
 
