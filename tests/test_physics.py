@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from evals.physics import (
 )
 from vjepa.config import load_config
 from vjepa.data import DataError
+from vjepa.world.physics import DISC, ObjectSpec, Scene, simulate
 from vjepa.world.render import BACKGROUND
-from vjepa.world.voe import BALANCED, PROPERTIES, VoEConfig, generate_voe, make_balanced_set, make_twins
+from vjepa.world.voe import BALANCED, PROPERTIES, VoEConfig, generate_voe, make_balanced_set, make_twins, violation
 
 TINY_WORLD = ["world.frames=16", "world.size=32", "world.object_size=[2.0,5.0]"]
 
@@ -57,6 +59,22 @@ def test_balanced_permanence_hides_object_0_and_changes_nothing_else(tmp_path):
     differs = (a != b).any(-1)
     assert differs.any(axis=(1, 2)).all()  # object 0 is drawn in A in every frame
     assert (b[differs] == BACKGROUND).all()  # and where A and B differ, B shows the empty box: the others did not move
+
+
+def test_solidity_ghost_passes_through_objects_and_still_bounces_off_walls():
+    # two discs head-on: the possible run bounces them apart, the ghost run lets them pass through each other
+    a = ObjectSpec(shape=DISC, mass=1.0, size=4.0, elasticity=0.9, friction=0.0, x0=20.0, y0=32.0, vx0=60.0, vy0=0.0,
+                   angle0=0.0, colour=(200, 40, 40))
+    b = replace(a, x0=44.0, vx0=-60.0, colour=(40, 200, 40))
+    scene = Scene(size=64, gravity=0.0, objects=[a, b])
+    on_frame, _ = violation("solidity", scene, event=1, fps=15)
+    solid = simulate(scene, 30, 15, 8)
+    ghost = simulate(scene, 30, 15, 8, on_frame)
+    assert solid.position[5, 0, 0] < 32 < solid.position[5, 1, 0]  # they met in the middle and bounced back
+    assert ghost.position[5, 0, 0] > 32 > ghost.position[5, 1, 0]  # they crossed
+    assert ghost.n_collisions == 0 and solid.n_collisions >= 1
+    assert ghost.n_wall_bounces >= 2  # after crossing, both reach the walls and stay in the box
+    assert (ghost.position[..., 0] >= 4.0 - 0.5).all() and (ghost.position[..., 0] <= 60.0 + 0.5).all()
 
 
 def test_balanced_sets_in_the_table_pair_a_and_b_both_ways(tiny_voe):

@@ -7,7 +7,7 @@ after which object 0 (the largest) violates one property:
     permanence         it vanishes (drawn invisible from the event on)
     continuity         it teleports half the box away (its body is moved at the event)
     gravity            it falls upwards (each frame a velocity kick reverses the net gravity on it)
-    solidity           it passes through walls and objects (its shape stops colliding at the event)
+    solidity           it passes through the other objects (it stops colliding with them at the event)
     colour_constancy   its colour changes to the complementary one
 
 Balanced sets (`balanced`, IntPhys's minimal sets; Riochet et al. 2018). Twins alone are biased:
@@ -62,6 +62,11 @@ MIN_UPWARD_GRAVITY = 100.0  # px/s^2: a barely-reversed weak gravity would hardl
 VISIBLE_CHANGE = 64  # a twin pair must differ by at least this much (0..255) at some pixel after the event
 UNTOUCHED = 0.05  # px: the other objects of a balanced set move the same with and without object 0
 MAX_TRIES = 50
+DEEP = 0.5  # solidity: object 0's centre passes within this fraction of the two sizes' sum of another's centre
+# collision filters of the solidity violation: pymunk lets two shapes collide when each one's mask has a bit
+# of the other's categories, so object 0 (GHOST) misses the other objects (SOLID) and still meets the walls
+SOLID = pymunk.ShapeFilter(categories=0b01)
+GHOST = pymunk.ShapeFilter(categories=0b10, mask=pymunk.ShapeFilter.ALL_MASKS() ^ 0b01)
 
 
 def _voe_world() -> WorldConfig:
@@ -138,10 +143,12 @@ def violation(prop: str, scene: Scene, event: int, fps: int) -> tuple[Optional[O
         return antigravity, _no_edit
 
     if prop == "solidity":
+        # through objects, not walls: passing a wall of the frame's box would look like leaving the view
         def ghost(t: int, space: pymunk.Space, bodies) -> None:
             if t == event:
-                for shape in bodies[0].shapes:
-                    shape.sensor = True  # sensors report contacts but push nothing and are not pushed
+                for k, body in enumerate(bodies):
+                    for shape in body.shapes:
+                        shape.filter = GHOST if k == 0 else SOLID
         return ghost, _no_edit
 
     raise ValueError(f"unknown property {prop!r}; expected one of {', '.join(PROPERTIES)}")
@@ -159,11 +166,20 @@ def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.nd
         trajectory = simulate(scene, world.frames, world.fps, world.substeps, on_frame)
         edit(trajectory)
         impossible = render_frames(scene, trajectory, world.size)
+        if prop == "solidity" and not _passes_through(scene, trajectory, event):
+            continue  # a graze or a resting contact would hardly show
         change = np.abs(possible[event:].astype(np.int16) - impossible[event:].astype(np.int16)).max()
         if change >= VISIBLE_CHANGE:
             return possible, impossible, event
     raise RuntimeError(f"{prop} group {index}: no visible violation in {MAX_TRIES} scenes; "
                        "raise world.object_size or the voe config's event range")
+
+
+def _passes_through(scene: Scene, trajectory: Trajectory, event: int) -> bool:
+    """Whether object 0's centre comes deep inside another object after the event."""
+    sizes = np.array([obj.size for obj in scene.objects])
+    gap = np.linalg.norm(trajectory.position[event:, 1:] - trajectory.position[event:, :1], axis=-1)  # [T, n - 1]
+    return bool((gap < DEEP * (sizes[0] + sizes[1:])).any())
 
 
 def _copy(trajectory: Trajectory) -> Trajectory:
