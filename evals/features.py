@@ -8,7 +8,8 @@ the floor) and `timm` (a timm image model applied to every frame). `register_sou
 
 `load_or_extract` runs every source whose features are not cached over a video list in one pass,
 so each clip is decoded once for all of them, and stores per clip the mean-pooled tokens of the
-last `layers` blocks and, for attentive probes, the last block's tokens.
+last `layers` blocks and, for attentive probes, the tokens themselves, the same blocks concatenated
+along the channels.
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class FeatureConfig:
     frame_step: int = 2
     crop_size: int = 64
     clips_per_video: int = 1  # > 1: features per clip, predictions averaged over a video's clips
-    layers: int = 1  # pooled features concatenate the last `layers` blocks (attentive probes use the last)
+    layers: int = 1  # pooled features and tokens concatenate the last `layers` blocks along the channels
+    # (raw pixels and timm models give their one output whatever this says)
     batch_size: int = 16
     num_workers: int = 1
 
@@ -123,8 +125,7 @@ class RawPixelSource(FeatureSource):
         self.size = size
 
     def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
-        if n != 1:
-            raise ValueError(f"model '{self.name}' (raw pixels) has no layers; set features.layers=1")
+        """The pixels, as the one layer there is, whatever n (`features.layers`) asks for."""
         b, c, t = clips.shape[:3]
         pooled = F.adaptive_avg_pool3d(clips.float(), (t, self.size, self.size))  # [B, C, T, s, s]
         return [pooled.permute(0, 2, 1, 3, 4).reshape(b, t, c * self.size * self.size)]
@@ -134,8 +135,7 @@ class FrameSource(FeatureSource):
     """An image model applied to every frame; a clip's tokens are its frames' tokens, frame-major."""
 
     def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
-        if n != 1:
-            raise ValueError(f"model '{self.name}' gives only its last layer; set features.layers=1")
+        """The model's output features as its one layer, whatever n (`features.layers`) asks for."""
         b, c, t, h, w = clips.shape
         frames = clips.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         out = self.network.forward_features(frames)
@@ -347,7 +347,7 @@ def extract(sources: Sequence[FeatureSource], dataset: VideoDataset, indices: Se
                 layers = source.encode_layers(clips, features.layers)
                 part["pooled"].append(torch.cat([t.mean(1) for t in layers], dim=-1).float().cpu())
                 if tokens:  # half precision: the token cache is the largest thing a probe run keeps
-                    part["tokens"].append(layers[-1].half().cpu())
+                    part["tokens"].append(torch.cat(layers, dim=-1).half().cpu())
                 part["video"].append(video)
     for source in sources:
         source.to(torch.device("cpu"))

@@ -29,7 +29,7 @@ def probe_config(world, checkpoint, output, *overrides: str) -> ProbeConfig:
     """The world recipe, shrunk to the tiny world and a few probe epochs."""
     base = [
         f"world={world}", f"checkpoint={checkpoint}", f"output={output}", "device=cpu",
-        "data.max_train_videos=0", "features.frames_per_clip=8", "features.crop_size=32",
+        "data.max_train_videos=0", "features.frames_per_clip=8", "features.crop_size=32", "features.layers=2",
         "features.batch_size=8", "features.num_workers=0", "attentive.epochs=2", "attentive.lrs=[0.001]",
     ]
     return load_config(ProbeConfig, REPO / "configs/evals/probe_world.yaml", [*base, *overrides])
@@ -100,6 +100,17 @@ def test_several_clips_per_video_give_features_per_clip(tiny_world, tmp_path):
     (out,) = load_or_extract([source], dataset, [0, 1, 2], feats, True, tmp_path, torch.device("cpu"), "val")
     assert out.video.tolist() == [0, 0, 1, 1, 2, 2]
     assert out.pooled.shape == (6, 96) and out.tokens.shape == (6, 64, 96) and out.tokens.dtype == torch.float16
+
+
+def test_layers_concatenate_the_last_blocks_in_pooled_features_and_tokens(tiny_world, tmp_path):
+    source = build_sources("random", SourceConfig(kind="random"), tiny_model(), TINY_FEATURES)[0]
+    dataset = eval_dataset(tiny_world / "val.txt", TINY_FEATURES, seed=0)
+    two = FeatureConfig(**{**vars(TINY_FEATURES), "layers": 2})
+    (last,) = load_or_extract([source], dataset, [0, 1], TINY_FEATURES, True, tmp_path, torch.device("cpu"), "val")
+    (both,) = load_or_extract([source], dataset, [0, 1], two, True, tmp_path, torch.device("cpu"), "val")
+    assert both.pooled.shape == (2, 192) and both.tokens.shape == (2, 64, 192)  # a separate cache entry
+    assert torch.equal(both.tokens[..., 96:], last.tokens) and torch.allclose(both.pooled[:, 96:], last.pooled)
+    assert not torch.allclose(both.tokens[..., :96].float(), last.tokens.float(), atol=1e-2)  # block 1 is not block 2
 
 
 def tiny_model() -> ModelConfig:
