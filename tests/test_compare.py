@@ -11,8 +11,8 @@ TINY = [
     "pretrain=[data.frames_per_clip=8,data.crop_size=32,data.batch_size=4,data.num_workers=0,model.depth=2,"
     "model.pred_depth=1,optimization.steps=3,optimization.warmup_steps=1,logging.progress=false,"
     f"'{TINY_MASKS}']",
-    "probe=[features.frames_per_clip=8,features.crop_size=32,features.num_workers=0,features.layers=2,data.max_train_videos=0,"
-    "attentive.epochs=2,'attentive.lrs=[0.001]']",
+    "probe=[features.frames_per_clip=8,features.crop_size=32,features.num_workers=0,features.layers=2,"
+    "data.max_train_videos=0,attentive.epochs=2,'attentive.lrs=[0.001]']",
     "dream=[data.max_videos=4,data.num_workers=0,context_slots=2]",
     "physics=['context_slots=[1,2]',bootstrap=50]",
     "voe=[groups_per_property=2,world.frames=16,world.size=32,'world.object_size=[2.0,5.0]']",

@@ -13,8 +13,8 @@ def test_demo_runs_every_step_and_gathers_them_in_one_report(tmp_path):
         "pretrain=[data.frames_per_clip=8,data.crop_size=32,data.batch_size=4,data.num_workers=0,"
         "model.depth=2,optimization.steps=4,optimization.warmup_steps=1,logging.progress=false,"
         f"'{TINY_MASKS}']",
-        "probe=[features.frames_per_clip=8,features.crop_size=32,features.num_workers=0,features.layers=2,'models.random.seeds=[0]',"
-        "attentive.epochs=2]",
+        "probe=[features.frames_per_clip=8,features.crop_size=32,features.num_workers=0,features.layers=2,"
+        "'models.random.seeds=[0]',attentive.epochs=2]",
         "dream=[data.max_videos=4,data.num_workers=0,'models.random.seeds=[0]',context_slots=2]",
         "physics=['models.random.seeds=[0]','context_slots=[1,2]',bootstrap=50]",
     ])
