@@ -26,6 +26,7 @@ from conftest import REPO, TINY_MASKS, tiny_pretrain_config
 from vjepa.checkpoint import load_checkpoint
 from vjepa.cli import build_parser, main
 from vjepa.submit import SlurmConfig, preemption, slurm_config_from_args, sweep, sweep_folder
+from vjepa import train as train_module
 from vjepa.train import pretrain
 
 CLUSTER = REPO / "slurm" / "local_cluster.sh"
@@ -136,6 +137,35 @@ def test_a_preemption_signal_during_a_step_is_handled_after_the_step():
         preemption.armed = False
         signal.signal(signal.SIGUSR2, previous)
     assert order == ["step done", "handler", "next step"]
+
+
+def test_a_preemption_signal_while_a_batch_loads_waits_until_that_step_is_done(tiny_world, tmp_path, monkeypatch):
+    # a handler that runs mid-load can land in a data loader's __del__, where Python ignores its SystemExit
+    out = tmp_path / "run"
+
+    def handler(signum, frame):  # what submitit's does: save the last finished step, then exit
+        preemption.save_now()
+        raise SystemExit(-1)
+
+    get = train_module.BatchStream.get
+
+    def get_with_signal(self, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)  # SLURM's signal arrives while step 2's batch loads
+        return get(self, step)
+
+    monkeypatch.setattr(train_module.BatchStream, "get", get_with_signal)
+    previous = signal.signal(signal.SIGUSR2, handler)
+    preemption.arm()
+    try:
+        with pytest.raises(SystemExit):
+            pretrain(tiny_pretrain_config(tiny_world, out, *TINY, "optimization.steps=6",
+                                          "logging.checkpoint_every=1000"))
+    finally:
+        preemption.armed = False
+        signal.signal(signal.SIGUSR2, previous)
+    assert load_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 3  # step 2 was trained, then the run stopped
+    assert [int(r["step"]) for r in read_rows(out / "log.csv")] == [0, 1, 2]
 
 
 # --------------------------------------------------------------------------- through SLURM

@@ -66,8 +66,9 @@ class Preemption:
     """How a preempted job saves a training run between two steps.
 
     The training loop registers `save_now` (write `latest.pt` for the last finished step) and runs
-    each step inside `deferred()`: a SIGUSR2 or SIGTERM that arrives mid-step waits until the step's
-    update, log row and step count are all done, so a checkpoint never holds a half-updated model.
+    each step, from loading its batch on, inside `deferred()`: a SIGUSR2 or SIGTERM that arrives
+    mid-step waits until the step's update, log row and step count are all done, so a checkpoint never
+    holds a half-updated model, and the handler's exit never runs inside a data loader's cleanup.
     """
 
     SIGNALS = (signal.SIGUSR2, signal.SIGTERM)

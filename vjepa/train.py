@@ -396,11 +396,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
     preemption.save_now = save_now if dist.is_main else None
     try:
         for step in range(start_step, cfg.optimization.steps):
-            t0 = time.perf_counter()
-            batch = stream.get(step)
-            skips.update(batch["skipped"])
-            data_time = time.perf_counter() - t0
-            with preemption.deferred():  # a preemption signal waits until this step is trained, logged and saved
+            # a preemption signal waits until this step's batch is loaded and the step trained, logged and
+            # saved. Loading is inside too: at an epoch's end the last loader is shut down in its __del__, and
+            # Python ignores the SystemExit of a handler that runs there, so the job would train on, requeued
+            with preemption.deferred():
+                t0 = time.perf_counter()
+                batch = stream.get(step)
+                skips.update(batch["skipped"])
+                data_time = time.perf_counter() - t0
                 clips = flatten_clips(batch["clips"]).to(device, non_blocking=True)
                 done = step + 1
                 logged = dist.is_main and (step % cfg.logging.log_every == 0 or done == cfg.optimization.steps)
