@@ -77,6 +77,11 @@ def test_solidity_ghost_passes_through_objects_and_still_bounces_off_walls():
     assert (ghost.position[..., 0] >= 4.0 - 0.5).all() and (ghost.position[..., 0] <= 60.0 + 0.5).all()
 
 
+def test_solidity_without_a_second_object_names_the_key_to_change(tmp_path):
+    with pytest.raises(RuntimeError, match="world.max_objects"):
+        make_twins(voe_config(tmp_path, "world.max_objects=1"), "solidity", 0)
+
+
 def test_balanced_sets_in_the_table_pair_a_and_b_both_ways(tiny_voe):
     import decord
 

@@ -171,8 +171,9 @@ def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.nd
         change = np.abs(possible[event:].astype(np.int16) - impossible[event:].astype(np.int16)).max()
         if change >= VISIBLE_CHANGE:
             return possible, impossible, event
-    raise RuntimeError(f"{prop} group {index}: no visible violation in {MAX_TRIES} scenes; "
-                       "raise world.object_size or the voe config's event range")
+    hint = ("object 0 must run into another object after the event: raise world.max_objects or world.speed"
+            if prop == "solidity" else "raise world.object_size or the voe config's event range")
+    raise RuntimeError(f"{prop} group {index}: no visible violation in {MAX_TRIES} scenes; {hint}")
 
 
 def _passes_through(scene: Scene, trajectory: Trajectory, event: int) -> bool:
