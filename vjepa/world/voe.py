@@ -162,12 +162,12 @@ def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.nd
         scene = sample_scene(rng, world)
         event = int(rng.integers(round(cfg.event[0] * world.frames), round(cfg.event[1] * world.frames) + 1))
         on_frame, edit = violation(prop, scene, event, world.fps)
-        possible = render_frames(scene, simulate(scene, world.frames, world.fps, world.substeps), world.size)
         trajectory = simulate(scene, world.frames, world.fps, world.substeps, on_frame)
         edit(trajectory)
-        impossible = render_frames(scene, trajectory, world.size)
         if prop == "solidity" and not _passes_through(scene, trajectory, event):
             continue  # a graze or a resting contact would hardly show
+        possible = render_frames(scene, simulate(scene, world.frames, world.fps, world.substeps), world.size)
+        impossible = render_frames(scene, trajectory, world.size)
         change = np.abs(possible[event:].astype(np.int16) - impossible[event:].astype(np.int16)).max()
         if change >= VISIBLE_CHANGE:
             return possible, impossible, event
