@@ -118,6 +118,8 @@ def run_probe(cfg: CompareConfig, world: Path, out: Path, runs: list[Trained]) -
     if cfg.timm_model:
         models["timm"] = SourceConfig(kind="timm", timm_model=cfg.timm_model)
     probe_cfg.models = models
+    if probe_cfg.control not in models:  # the recipe's control names a model this comparison does not have
+        probe_cfg.control = None
     return probe(probe_cfg)
 
 

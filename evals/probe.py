@@ -5,6 +5,12 @@ initialisation of the same architecture, a timm model, ...) the features of the 
 lists are extracted once and cached. Each task's probes are then fitted on train, their
 hyper-parameters chosen on a held-out part of train, and scored on val. The run folder gets
 metrics.json (keyed by model, then task), report.md, probe.png and config.yaml.
+
+With a `control` model (the random-init encoder in the shipped recipes), every other model's margin
+over it gets a paired bootstrap interval: the val videos are drawn with replacement, the same draw
+for both models, and each score (top-1, or R² per target and their mean) is recomputed on the draw
+from the probes' per-video outcomes. A margin whose 95% interval excludes 0 is one the val set
+resolves; the probe-fitting noise across seeds is in the ± beside it.
 """
 from __future__ import annotations
 
@@ -66,6 +72,8 @@ class ProbeConfig:
     linear: LinearConfig = field(default_factory=LinearConfig)
     attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
+    control: Optional[str] = None  # a model name (e.g. random): the others' margins over it, with bootstrap intervals
+    bootstrap: int = 1000  # resamples of the val videos for those intervals
 
 
 def check_config(cfg: ProbeConfig) -> None:
@@ -79,6 +87,10 @@ def check_config(cfg: ProbeConfig) -> None:
         raise ValueError("regression tasks need data.train_targets and data.val_targets (target tables)")
     if not 0 < cfg.holdout < 1:
         raise ValueError(f"holdout={cfg.holdout}: expected a fraction between 0 and 1")
+    if cfg.control is not None and cfg.control not in cfg.models:
+        raise ValueError(f"control={cfg.control!r} is not one of the models ({', '.join(cfg.models)})")
+    if cfg.bootstrap < 1:
+        raise ValueError(f"bootstrap={cfg.bootstrap}: expected a number of resamples >= 1")
 
 
 # --------------------------------------------------------------------------- data
@@ -104,6 +116,25 @@ def load_split(name: str, list_path: str, table: Optional[str], max_videos: int,
     return Split(name, dataset, indices, labels, targets)
 
 
+@dataclass
+class Outcome:
+    """A probe's score broken down per val video, so that it can be recomputed on a resample of the videos."""
+
+    videos: np.ndarray  # [V] rows of the val list
+    correct: Optional[np.ndarray] = None  # classification: [V] 1.0 where the top-1 class is right
+    sq_error: Optional[np.ndarray] = None  # regression: [V, T] squared errors, NaN where a target is unknown
+    truth: Optional[np.ndarray] = None  # regression: [V, T] the targets, NaN where unknown
+
+    def score(self, rows: np.ndarray) -> float:
+        """Top-1, or the mean over targets of R², on the videos at positions `rows` (repeats allowed)."""
+        if self.correct is not None:
+            return float(self.correct[rows].mean())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = 1.0 - np.nanmean(self.sq_error[rows], axis=0) / np.nanvar(self.truth[rows], axis=0)
+        r2 = r2[np.isfinite(r2)]
+        return float(r2.mean()) if len(r2) else float("nan")
+
+
 # --------------------------------------------------------------------------- probes
 
 
@@ -121,9 +152,11 @@ def classify(name: str, task: TaskConfig, probe: str, train: Features, val: Feat
     else:
         scores, info = attentive_classifier(train.tokens, y, held, val.tokens, cfg.attentive, device, cfg.seed)
     videos, per_video = video_mean(scores, val_video)
-    metrics = classification_metrics(per_video, class_indices(va.labels[videos], classes))
+    truth = class_indices(va.labels[videos], classes)
+    metrics = classification_metrics(per_video, truth)
     entry = {"metric": "top1", "value": metrics.pop("top1"), **metrics, "hparams": info,
-             "classes": len(classes), "n_train": len(np.unique(train_video)), "n_val": len(videos)}
+             "classes": len(classes), "n_train": len(np.unique(train_video)), "n_val": len(videos),
+             "outcome": Outcome(videos, correct=(per_video.argmax(1) == truth).astype(float))}
     return {f"{name}/{probe}": entry}
 
 
@@ -145,14 +178,16 @@ def regress(name: str, task: TaskConfig, probe: str, train: Features, val: Featu
         preds, infos = attentive_regressor(train.tokens, y, held, val.tokens, cfg.attentive, device, cfg.seed)
     videos, per_video = video_mean(preds, val_video)
     truth = va.targets[name][videos]
+    sq_error = (per_video - truth) ** 2  # NaN where the target is unknown
     out = {}
     for t, target in enumerate(task.targets):
         known = np.isfinite(truth[:, t])
         m = regression_metrics(per_video[known, t], truth[known, t])
         out[f"{target}/{probe}"] = {"metric": "r2", "value": m["r2"], "mse": m["mse"], "hparams": infos[t],
-                                    "n_train": len(np.unique(train_video[np.isfinite(y[:, t])])), "n_val": int(known.sum())}
+                                    "n_train": len(np.unique(train_video[np.isfinite(y[:, t])])), "n_val": int(known.sum()),
+                                    "outcome": Outcome(videos, sq_error=sq_error[:, [t]], truth=truth[:, [t]])}
     out[f"{name}/{probe}"] = {"metric": "r2", "value": float(np.nanmean([e["value"] for e in out.values()])),
-                              "mean_of": list(task.targets)}
+                              "mean_of": list(task.targets), "outcome": Outcome(videos, sq_error=sq_error, truth=truth)}
     return out
 
 
@@ -187,6 +222,33 @@ def merge_seeds(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     return merged
 
 
+def margins(outcomes: dict[str, dict[str, list[Outcome]]], control: str, resamples: int, seed: int) -> dict:
+    """Each model's margin over `control` per task: {"value", "ci"} from a paired bootstrap over the val videos.
+
+    `outcomes` holds per model and task one Outcome per seed; a model's score on a resample is its mean
+    over seeds. Models whose val videos differ from the control's (a source that skipped other files)
+    get no margin rather than a wrong one."""
+    base = outcomes[control]
+    videos = next(iter(base.values()))[0].videos
+    draws = np.random.default_rng(seed).integers(0, len(videos), size=(resamples, len(videos)))
+    every = np.arange(len(videos))
+    out: dict = {}
+    for model, tasks in outcomes.items():
+        if model == control:
+            continue
+        if any(not np.array_equal(o.videos, videos) for runs in tasks.values() for o in runs):
+            log.warning("%s: its val videos differ from %s's; no margins over it", model, control)
+            continue
+        out[model] = {}
+        for task, runs in tasks.items():
+            def margin(rows: np.ndarray) -> float:
+                return float(np.mean([o.score(rows) for o in runs]) - np.mean([o.score(rows) for o in base[task]]))
+            diffs = np.array([margin(rows) for rows in draws])
+            lo, hi = np.nanquantile(diffs, [0.025, 0.975])
+            out[model][task] = {"value": margin(every), "ci": [float(lo), float(hi)]}
+    return out
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -196,11 +258,25 @@ def cell(entry: dict) -> str:
     return f"{entry['value']:.3f}"
 
 
+def margin_cell(entry: Optional[dict]) -> str:
+    """+0.050 [+0.020, +0.081], in bold where the interval excludes 0."""
+    if entry is None:
+        return "—"
+    text = f"{entry['value']:+.3f} [{entry['ci'][0]:+.3f}, {entry['ci'][1]:+.3f}]"
+    return f"**{text}**" if entry["ci"][0] > 0 or entry["ci"][1] < 0 else text
+
+
 def write_report(path: Path, metrics: dict, cfg: ProbeConfig) -> None:
     models = list(metrics["models"])
     tasks = list(metrics["models"][models[0]]["tasks"])
+    over = metrics.get("margins", {})
     rows = [[task, metrics["models"][models[0]]["tasks"][task]["metric"],
-             *[cell(metrics["models"][m]["tasks"][task]) for m in models]] for task in tasks]
+             *[cell(metrics["models"][m]["tasks"][task]) for m in models],
+             *[margin_cell(over[m].get(task)) for m in over]] for task in tasks]
+    header = ["task", "metric", *models, *[f"{m} − {cfg.control}" for m in over]]
+    margin_note = "" if not over else (
+        f" A `MODEL − {cfg.control}` column is that model's margin over the control, with a paired bootstrap 95% "
+        f"interval over the val videos ({cfg.bootstrap} resamples; in bold where it excludes 0).")
     data = metrics["data"]
     lines = [
         "# Frozen probes",
@@ -208,9 +284,9 @@ def write_report(path: Path, metrics: dict, cfg: ProbeConfig) -> None:
         f"Fitted on {data['train']['videos']} videos of `{cfg.data.train_list}`, scored on "
         f"{data['val']['videos']} videos of `{cfg.data.val_list}`; hyper-parameters chosen on "
         f"{cfg.holdout:.0%} of the training videos held out. Rows are `task/probe`; R² for regression "
-        "targets, top-1 accuracy for classes; a model with several seeds shows mean ± std over them.",
+        "targets, top-1 accuracy for classes; a model with several seeds shows mean ± std over them." + margin_note,
         "",
-        markdown_table(["task", "metric", *models], rows),
+        markdown_table(header, rows),
         "",
         "![probe results](probe.png)",
         "",
@@ -275,9 +351,10 @@ def main(cfg: ProbeConfig) -> dict:
     per_source = [run_probes(train, val, tr, va, cfg, device) for train, val in zip(feats["train"], feats["val"])]
     t2 = time.perf_counter()
 
-    models = {}
+    models, outcomes = {}, {}
     for name in cfg.models:
         mine = [r for s, r in zip(sources, per_source) if s.name == name]
+        outcomes[name] = {task: [r[task].pop("outcome") for r in mine] for task in mine[0] if "outcome" in mine[0][task]}
         models[name] = {"tasks": merge_seeds(mine), "seeds": len(mine)}
     metrics = {
         "models": models,
@@ -286,6 +363,8 @@ def main(cfg: ProbeConfig) -> dict:
                               "skipped": [list(s) for s in feats[split.name][0].skipped]} for split in (tr, va)},
         "timing": {"features_s": t1 - t0, "probes_s": t2 - t1},
     }
+    if cfg.control is not None:
+        metrics["margins"] = margins(outcomes, cfg.control, cfg.bootstrap, cfg.seed)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out / "report.md", metrics, cfg)
     plot_metrics(out / "probe.png", metrics)

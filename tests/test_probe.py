@@ -14,7 +14,7 @@ from evals.attentive import AttentiveConfig, attentive_classifier
 from evals.features import FeatureConfig, SourceConfig, build_sources, eval_dataset, load_or_extract
 from evals.knn import KnnConfig, knn_classifier
 from evals.linear import LinearConfig, linear_classifier, linear_regressor
-from evals.probe import ProbeConfig, main
+from evals.probe import Outcome, ProbeConfig, main, margins
 from evals.tasks import holdout_videos, regression_metrics
 from vjepa.checkpoint import CheckpointError, load_checkpoint
 from vjepa.config import load_config
@@ -70,8 +70,14 @@ def test_probe_writes_metrics_for_jepa_and_random_in_the_design_format(tiny_worl
     random_entry = on_disk["models"]["random"]["tasks"]["gravity/linear"]
     assert len(random_entry["values"]) == 2 and random_entry["std"] >= 0  # two seeds: mean and spread
     assert on_disk["data"]["train"]["videos"] == 24 and on_disk["data"]["val"]["videos"] == 8
+    # the margin over the control (random init) is the difference of the two columns, inside its interval
+    for task, margin in on_disk["margins"]["jepa"].items():
+        diff = on_disk["models"]["jepa"]["tasks"][task]["value"] - on_disk["models"]["random"]["tasks"][task]["value"]
+        assert margin["value"] == pytest.approx(diff, abs=1e-9), task
+        assert margin["ci"][0] <= margin["value"] <= margin["ci"][1], task
+    assert on_disk["margins"]["jepa"].keys() == on_disk["models"]["jepa"]["tasks"].keys()
     report = (tmp_path / "probe" / "report.md").read_text()
-    assert "| task | metric | jepa | random |" in report and "n_objects/knn" in report
+    assert "| task | metric | jepa | random | jepa − random |" in report and "n_objects/knn" in report
     assert (tmp_path / "probe" / "probe.png").stat().st_size > 0
     saved = OmegaConf.load(tmp_path / "probe" / "config.yaml")
     assert saved.data.train_list == f"{tiny_world}/train.txt"  # resolved, not ${world}
@@ -245,3 +251,34 @@ def test_a_missing_video_among_good_ones_is_skipped_and_counted(tiny_world, tmp_
     (out,) = load_or_extract([source], dataset, range(4), TINY_FEATURES, False, tmp_path, torch.device("cpu"), "val")
     assert out.video.tolist() == [0, 2, 3] and out.tokens is None
     assert [(path.endswith("videos/val/missing.mp4"), reason) for path, reason in out.skipped] == [(True, "file not found")]
+
+
+def test_margins_resolve_a_real_gap_and_not_a_tie_of_noise():
+    rng = np.random.default_rng(0)
+    videos = np.arange(400)
+    better = Outcome(videos, correct=(rng.random(400) < 0.9).astype(float))
+    control = [Outcome(videos, correct=(rng.random(400) < 0.5).astype(float)) for _ in range(2)]  # two seeds
+    twin = Outcome(videos, correct=(rng.random(400) < 0.5).astype(float))  # as good as the control
+    out = margins({"jepa": {"t": [better]}, "twin": {"t": [twin]}, "random": {"t": control}}, "random", 500, 0)
+    gap = out["jepa"]["t"]
+    assert gap["value"] == pytest.approx(better.correct.mean() - np.mean([c.correct.mean() for c in control]))
+    assert 0.3 < gap["ci"][0] < gap["value"] < gap["ci"][1] < 0.5
+    assert out["twin"]["t"]["ci"][0] < 0 < out["twin"]["t"]["ci"][1]
+    same = margins({"a": {"t": control[:1]}, "random": {"t": control[:1]}}, "random", 200, 0)["a"]["t"]
+    assert same == {"value": 0.0, "ci": [0.0, 0.0]}  # paired: one draw for both models
+
+
+def test_regression_outcome_rescores_r2_and_skips_unknown_targets():
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=(300, 2))
+    truth[:50, 1] = np.nan  # the second target is unknown for some videos
+    pred = truth + rng.normal(scale=0.5, size=truth.shape)
+    outcome = Outcome(np.arange(300), sq_error=(pred - truth) ** 2, truth=truth)
+    known = np.isfinite(truth[:, 1])
+    r2 = [regression_metrics(pred[:, 0], truth[:, 0])["r2"], regression_metrics(pred[known, 1], truth[known, 1])["r2"]]
+    assert outcome.score(np.arange(300)) == pytest.approx(np.mean(r2))
+
+
+def test_a_control_that_is_not_a_model_is_named(tiny_world, tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match=r"control='randm' is not one of the models \(jepa, random\)"):
+        main(probe_config(tiny_world, tiny_checkpoint, tmp_path / "p", "control=randm"))
