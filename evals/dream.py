@@ -25,6 +25,10 @@ mean frame's go into metrics.json.
 
 The run folder gets metrics.json (keyed by model, plus baselines), error_vs_horizon.png,
 strip_<model>.png, report.md, config.yaml and decoders/ (the decoders, reused by a rerun).
+
+`margins` in metrics.json says whether the first model's curve is below (or above) each baseline
+and each other model at each horizon: the mean per-clip difference of normalised errors with a
+paired bootstrap 95% interval over the clips.
 """
 from __future__ import annotations
 
@@ -74,6 +78,7 @@ class DreamConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     context_slots: int = 2  # real time slots (of tubelet_size frames each) the rollout starts from
+    bootstrap: int = 1000  # resamples of the clips for the intervals of the first model's margins
     mask_index: Optional[int] = None  # predictor mask token; null: the checkpoint's `future` mask
     data: DreamDataConfig = field(default_factory=DreamDataConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # the pixel decoder and the dream strips
@@ -102,10 +107,19 @@ def mean_abs_deviation(features: Tensor) -> float:
 
 
 def position_mean_errors(futures: Tensor) -> np.ndarray:
-    """Per horizon, the L1 error of predicting each token position's mean real feature over the clips
-    [M, H, N, D]: a prediction that knows the typical layout and nothing of the clip at hand."""
+    """Per clip and horizon [M, H], the L1 error of predicting each token position's mean real feature over
+    the clips [M, H, N, D]: a prediction that knows the typical layout and nothing of the clip at hand."""
     f = futures.float()
-    return slot_l1(f.mean(0, keepdim=True).expand_as(f), f).mean(0).numpy()
+    return slot_l1(f.mean(0, keepdim=True).expand_as(f), f).numpy()
+
+
+def paired_margin(errors: np.ndarray, other: np.ndarray, resamples: int, seed: int) -> dict:
+    """Mean of errors - other per horizon, from per-clip errors [M, H] of the same clips, with a paired
+    bootstrap 95% interval (the clips drawn with replacement, the same draw for both)."""
+    diff = errors - other
+    draws = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
+    lo, hi = np.quantile(diff[draws].mean(1), [0.025, 0.975], axis=0)
+    return {"value": diff.mean(0).tolist(), "ci": [[float(a), float(b)] for a, b in zip(lo, hi)]}
 
 
 def swap_changes(model: WorldModel, context: Tensor, first: Tensor, real: Tensor, k: int) -> tuple[float, float]:
@@ -144,10 +158,11 @@ class Curves:
         return float(change / max(truth, 1e-12))
 
     def result(self) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+        """Normalised errors per clip and horizon [M, H], the normaliser, and the baselines' (first model only)."""
         futures = torch.cat(self.futures)
         scale = mean_abs_deviation(futures)
-        raw = torch.cat(self.errors).mean(0).numpy()
-        base = {b: torch.cat(v).mean(0).numpy() / scale for b, v in self.baselines.items() if v}
+        raw = torch.cat(self.errors).numpy()
+        base = {b: torch.cat(v).numpy() / scale for b, v in self.baselines.items() if v}
         if base:  # the first model's curve carries the baselines; this one needs every clip's future
             base["position_mean"] = position_mean_errors(futures) / scale
         return raw / scale, scale, base
@@ -192,20 +207,29 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
     return curves
 
 
-def summarise(models: list[WorldModel], curves: list[Curves], k: int) -> dict:
-    """metrics.json: per model name the mean curve over its seeds (with their spread), and the baselines."""
-    out: dict = {"models": {}, "baselines": {}}
+def summarise(models: list[WorldModel], curves: list[Curves], k: int, resamples: int = 1000, seed: int = 0) -> dict:
+    """metrics.json: per model name the mean curve over its seeds (with their spread), the baselines, and the
+    first model's margins over the baselines and the other models."""
+    out: dict = {"models": {}, "baselines": {}, "margins": {}}
     per_name: dict[str, list] = {}
+    per_clip: dict[str, list] = {}  # normalised errors [M, H] per seed
+    baselines: dict[str, np.ndarray] = {}
     decoded: dict[str, dict] = {}
     for model, curve in zip(models, curves):
-        error, scale, base = curve.result()
-        per_name.setdefault(model.name, []).append((error, scale))
+        clip_errors, scale, base = curve.result()
+        per_name.setdefault(model.name, []).append((clip_errors.mean(0), scale))
+        per_clip.setdefault(model.name, []).append(clip_errors)
         pixels = curve.pixel_result()
         if pixels is not None:
             decoded[model.name] = pixels
         for b, values in base.items():
-            out["baselines"][b] = {"horizon": list(range(1, len(values) + 1)), "error": values.tolist(),
+            baselines[b] = values
+            out["baselines"][b] = {"horizon": list(range(1, values.shape[1] + 1)), "error": values.mean(0).tolist(),
                                    "space": model.name}
+    first = models[0].name
+    mine = np.mean(per_clip[first], axis=0)
+    others = {**baselines, **{name: np.mean(runs, axis=0) for name, runs in per_clip.items() if name != first}}
+    out["margins"][first] = {name: paired_margin(mine, other, resamples, seed) for name, other in others.items()}
     for name, runs in per_name.items():
         errors = np.stack([e for e, _ in runs])
         entry = {"horizon": list(range(1, errors.shape[1] + 1)), "error": errors.mean(0).tolist(),
@@ -353,6 +377,7 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         "",
         markdown_table(["horizon", *columns], rows),
         "",
+        *margins_section(metrics, cfg),
         *context_use_section(metrics),
         "![error vs horizon](error_vs_horizon.png)",
         "",
@@ -362,6 +387,30 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def margins_section(metrics: dict, cfg: DreamConfig) -> list[str]:
+    """The first model's error minus each baseline's and other model's, per horizon, with intervals."""
+    margins = metrics.get("margins", {})
+    if not margins:
+        return []
+    name, versus = next(iter(margins.items()))
+    horizon = metrics["models"][name]["horizon"]
+
+    def cell(m: dict, i: int) -> str:
+        lo, hi = m["ci"][i]
+        text = f"{m['value'][i]:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        return f"**{text}**" if lo > 0 or hi < 0 else text
+
+    return [
+        f"`{name}`'s error minus each other curve's, per horizon, with a paired bootstrap 95% interval over the "
+        f"clips ({cfg.bootstrap} resamples; in bold where it excludes 0). Negative: {name} is closer to what "
+        "really happened.",
+        "",
+        markdown_table(["horizon", *[f"{name} − {other}" for other in versus]],
+                       [[h, *[cell(m, i) for m in versus.values()]] for i, h in enumerate(horizon)]),
+        "",
+    ]
 
 
 def context_use_section(metrics: dict) -> list[str]:
@@ -423,6 +472,8 @@ def main(cfg: DreamConfig) -> dict:
         OmegaConf.resolve(cfg)
     if not cfg.models:
         raise ValueError("no models to roll out; add some, e.g. models.jepa.checkpoint=PATH")
+    if cfg.bootstrap < 1:
+        raise ValueError(f"bootstrap={cfg.bootstrap}: expected a number of resamples >= 1")
     out = Path(cfg.output)
     save_config(cfg, out / "config.yaml")
     device = resolve_device(cfg.device)
@@ -449,7 +500,7 @@ def main(cfg: DreamConfig) -> dict:
     curves = roll_out(models, loader, k, device, decoders)
     if not curves[0].errors:
         raise DataError(f"{cfg.data.list}: none of the {len(indices)} videos could be read")
-    metrics = summarise(models, curves, k)
+    metrics = summarise(models, curves, k, cfg.bootstrap, cfg.seed)
     metrics["videos"] = sum(len(e) for e in curves[0].errors)
     timing["rollout_s"] = time.perf_counter() - t0
     for name, d in decoders.items():

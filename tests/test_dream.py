@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import REPO, tiny_pretrain_config
 from evals.dream import (
-    DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation, position_mean_errors, swap_changes,
+    DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation, paired_margin, position_mean_errors,
+    swap_changes,
 )
 from evals.worldmodel import WorldModelSource, build_world_models
 from vjepa.config import load_config
@@ -40,7 +42,17 @@ def test_position_mean_baseline_is_zero_for_identical_clips_and_the_spread_other
     assert position_mean_errors(layout.expand(5, -1, -1, -1)).max() < 1e-6
     # two clips at layout +-1: each is 1 away from their per-position mean, at every horizon
     pair = torch.cat([layout + 1.0, layout - 1.0])
-    assert position_mean_errors(pair).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert position_mean_errors(pair) == pytest.approx(np.ones((2, 3)))  # per clip and horizon
+
+
+def test_paired_margin_separates_a_consistent_gap_from_noise():
+    rng = np.random.default_rng(0)
+    shared = rng.random((200, 3))  # clip difficulty, common to both curves: the pairing cancels it
+    better = paired_margin(shared, shared + 0.05 + 0.01 * rng.standard_normal((200, 3)), 500, 0)
+    assert better["value"] == pytest.approx([-0.05] * 3, abs=0.005)
+    assert all(-0.06 < lo < hi < -0.04 for lo, hi in better["ci"])
+    noise = paired_margin(shared, shared + 0.1 * rng.standard_normal((200, 3)), 500, 0)
+    assert any(lo < 0 < hi for lo, hi in noise["ci"])
 
 
 def test_future_mask_token_comes_from_the_checkpoint_masks(tiny_checkpoint):
@@ -101,7 +113,14 @@ def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoi
     assert metrics["videos"] == 6
     for name in ("error_vs_horizon.png", "strip_jepa.png", "report.md", "config.yaml"):
         assert (tmp_path / name).is_file()
+    # the first model's margins over every baseline and the other model: the difference of the curves
+    assert on_disk["margins"]["jepa"].keys() == {"copy_last", "linear", "position_mean", "random"}
+    for other, margin in on_disk["margins"]["jepa"].items():
+        curve = {**on_disk["baselines"], **on_disk["models"]}[other]["error"]
+        assert margin["value"] == pytest.approx([a - b for a, b in zip(on_disk["models"]["jepa"]["error"], curve)], abs=1e-5)
+        assert all(lo <= v <= hi for v, (lo, hi) in zip(margin["value"], margin["ci"]))
     assert "copy_last (baseline)" in (tmp_path / "report.md").read_text()
+    assert "| horizon | jepa − copy_last |" in (tmp_path / "report.md").read_text()
     assert "Context use:" in (tmp_path / "report.md").read_text()
 
 
