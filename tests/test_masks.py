@@ -113,6 +113,19 @@ def test_future_mask_with_a_range_draws_one_cut_per_batch_over_the_whole_range()
     assert cuts == set(range(1, T))
 
 
+def test_future_mask_with_target_frames_predicts_only_the_next_slots_and_stops_at_the_clip_end():
+    T, H, W = GRID
+    gen = FutureMask(GRID, context_frames_range=(1, T - 1), target_frames=2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        masks = gen(2, g)
+        cut = masks.context.shape[1] // (H * W)
+        end = min(T, cut + 2)
+        assert torch.equal(masks.target, torch.arange(cut * H * W, end * H * W).expand(2, -1))
+    with pytest.raises(ValueError, match=rf"target_frames must lie in \[1, {T - 1}\]"):
+        FutureMask(GRID, target_frames=0)
+
+
 def test_tube_targets_are_identical_across_time_and_differ_across_samples():
     target = as_bool(draw(RandomTube(GRID, ratio=0.75)).target, GRID)
     assert (target == target[:, :1]).all()

@@ -26,6 +26,7 @@ class MaskConfig:
     # future
     context_frames: Optional[int] = None  # null: half the time slots
     context_frames_range: Optional[Tuple[int, int]] = None  # [lo, hi]: the cut drawn per batch (overrides context_frames)
+    target_frames: Optional[int] = None  # predict only the next N slots after the cut; null: all of them
 
 
 MASK_TYPES = ("multiblock", "tube", "future")
@@ -46,7 +47,8 @@ def build_mask_generator(cfg: MaskConfig, grid: Sequence[int]):
         return RandomTube(grid, ratio=cfg.ratio)
     if cfg.type == "future":
         return FutureMask(grid, context_frames=cfg.context_frames,
-                          context_frames_range=None if cfg.context_frames_range is None else tuple(cfg.context_frames_range))
+                          context_frames_range=None if cfg.context_frames_range is None else tuple(cfg.context_frames_range),
+                          target_frames=cfg.target_frames)
     raise ValueError(f"masks: unknown mask type '{cfg.type}'; expected one of {', '.join(MASK_TYPES)}")
 
 
