@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Subset
 
 from evals.decoder import DecoderConfig, TrainedDecoder, load_or_train, slot_patches
 from evals.features import subset_indices
+from evals.stats import bootstrap_ci
 from evals.worldmodel import (
     PixelWorldModel, WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, slot_l1,
 )
@@ -117,8 +118,7 @@ def paired_margin(errors: np.ndarray, other: np.ndarray, resamples: int, seed: i
     """Mean of errors - other per horizon, from per-clip errors [M, H] of the same clips, with a paired
     bootstrap 95% interval (the clips drawn with replacement, the same draw for both)."""
     diff = errors - other
-    draws = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
-    lo, hi = np.quantile(diff[draws].mean(1), [0.025, 0.975], axis=0)
+    lo, hi = bootstrap_ci(diff, resamples, seed)
     return {"value": diff.mean(0).tolist(), "ci": [[float(a), float(b)] for a, b in zip(lo, hi)]}
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, OmegaConf
 
+from evals.stats import bootstrap_ci
 from evals.worldmodel import (
     WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, read_clip_from_start,
     slot_l1,
@@ -199,14 +200,6 @@ def set_outcomes(scores: np.ndarray, sets: list[tuple[list[int], list[int]]]) ->
     possible = np.array([scores[ok].mean() for ok, _ in sets])
     impossible = np.array([scores[bad].mean() for _, bad in sets])
     return (possible < impossible) + 0.5 * (possible == impossible)
-
-
-def bootstrap_ci(outcomes: np.ndarray, resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean outcome over pairs drawn with replacement."""
-    rng = np.random.default_rng(seed)
-    means = outcomes[rng.integers(0, len(outcomes), size=(resamples, len(outcomes)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def auroc(possible: np.ndarray, impossible: np.ndarray) -> float:

@@ -31,6 +31,7 @@ from evals.features import (
 )
 from evals.knn import KnnConfig, knn_classifier
 from evals.linear import LinearConfig, linear_classifier, linear_regressor
+from evals.stats import bootstrap_rows, percentile_interval
 from evals.tasks import (
     TaskConfig, check_task, class_indices, classification_metrics, holdout_videos, read_targets,
     regression_metrics, video_mean,
@@ -230,7 +231,7 @@ def margins(outcomes: dict[str, dict[str, list[Outcome]]], control: str, resampl
     get no margin rather than a wrong one."""
     base = outcomes[control]
     videos = next(iter(base.values()))[0].videos
-    draws = np.random.default_rng(seed).integers(0, len(videos), size=(resamples, len(videos)))
+    draws = bootstrap_rows(len(videos), resamples, seed)
     every = np.arange(len(videos))
     out: dict = {}
     for model, tasks in outcomes.items():
@@ -243,8 +244,7 @@ def margins(outcomes: dict[str, dict[str, list[Outcome]]], control: str, resampl
         for task, runs in tasks.items():
             def margin(rows: np.ndarray) -> float:
                 return float(np.mean([o.score(rows) for o in runs]) - np.mean([o.score(rows) for o in base[task]]))
-            diffs = np.array([margin(rows) for rows in draws])
-            lo, hi = np.nanquantile(diffs, [0.025, 0.975])
+            lo, hi = percentile_interval(np.array([margin(rows) for rows in draws]))
             out[model][task] = {"value": margin(every), "ci": [float(lo), float(hi)]}
     return out
 

@@ -11,9 +11,10 @@ import pytest
 
 from conftest import REPO
 from evals.physics import (
-    PhysicsConfig, auroc, bootstrap_ci, clip_scores, event_slot, main, matched_sets, pair_outcomes, property_metrics,
+    PhysicsConfig, auroc, clip_scores, event_slot, main, matched_sets, pair_outcomes, property_metrics,
     read_voe_table, set_outcomes,
 )
+from evals.stats import bootstrap_ci
 from vjepa.config import load_config
 from vjepa.data import DataError
 from vjepa.world.physics import DISC, ObjectSpec, Scene, simulate
