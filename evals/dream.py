@@ -54,7 +54,7 @@ from evals.worldmodel import (
 from vjepa.config import save_config
 from vjepa.data import DataError, VideoDataset, collate_videos
 from vjepa.objectives.pixel import unpatchify
-from vjepa.report import markdown_table
+from vjepa.report import margin_cell, markdown_table
 from vjepa.runlog import setup_logging
 from vjepa.train import resolve_device
 
@@ -396,19 +396,14 @@ def margins_section(metrics: dict, cfg: DreamConfig) -> list[str]:
         return []
     name, versus = next(iter(margins.items()))
     horizon = metrics["models"][name]["horizon"]
-
-    def cell(m: dict, i: int) -> str:
-        lo, hi = m["ci"][i]
-        text = f"{m['value'][i]:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        return f"**{text}**" if lo > 0 or hi < 0 else text
-
     return [
         f"`{name}`'s error minus each other curve's, per horizon, with a paired bootstrap 95% interval over the "
         f"clips ({cfg.bootstrap} resamples; in bold where it excludes 0). Negative: {name} is closer to what "
         "really happened.",
         "",
         markdown_table(["horizon", *[f"{name} − {other}" for other in versus]],
-                       [[h, *[cell(m, i) for m in versus.values()]] for i, h in enumerate(horizon)]),
+                       [[h, *[margin_cell(m["value"][i], *m["ci"][i]) for m in versus.values()]]
+                        for i, h in enumerate(horizon)]),
         "",
     ]
 

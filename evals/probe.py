@@ -38,7 +38,7 @@ from evals.tasks import (
 )
 from vjepa.config import save_config
 from vjepa.data import VideoDataset
-from vjepa.report import markdown_table
+from vjepa.report import margin_cell, markdown_table
 from vjepa.runlog import setup_logging
 from vjepa.train import ModelConfig, resolve_device
 
@@ -234,6 +234,7 @@ def margins(outcomes: dict[str, dict[str, list[Outcome]]], control: str, resampl
     draws = bootstrap_rows(len(videos), resamples, seed)
     every = np.arange(len(videos))
     out: dict = {}
+    control_scores: dict[str, np.ndarray] = {}
     for model, tasks in outcomes.items():
         if model == control:
             continue
@@ -242,11 +243,17 @@ def margins(outcomes: dict[str, dict[str, list[Outcome]]], control: str, resampl
             continue
         out[model] = {}
         for task, runs in tasks.items():
-            def margin(rows: np.ndarray) -> float:
-                return float(np.mean([o.score(rows) for o in runs]) - np.mean([o.score(rows) for o in base[task]]))
-            lo, hi = percentile_interval(np.array([margin(rows) for rows in draws]))
-            out[model][task] = {"value": margin(every), "ci": [float(lo), float(hi)]}
+            if task not in control_scores:  # the control's score on every draw, computed once per task
+                control_scores[task] = seed_mean(base[task], [every, *draws])
+            diffs = seed_mean(runs, [every, *draws]) - control_scores[task]
+            lo, hi = percentile_interval(diffs[1:])
+            out[model][task] = {"value": float(diffs[0]), "ci": [float(lo), float(hi)]}
     return out
+
+
+def seed_mean(runs: list[Outcome], draws: list[np.ndarray]) -> np.ndarray:
+    """Per draw of val-video positions, the score averaged over a model's seeds."""
+    return np.array([np.mean([o.score(rows) for o in runs]) for rows in draws])
 
 
 # --------------------------------------------------------------------------- outputs
@@ -258,21 +265,14 @@ def cell(entry: dict) -> str:
     return f"{entry['value']:.3f}"
 
 
-def margin_cell(entry: Optional[dict]) -> str:
-    """+0.050 [+0.020, +0.081], in bold where the interval excludes 0."""
-    if entry is None:
-        return "—"
-    text = f"{entry['value']:+.3f} [{entry['ci'][0]:+.3f}, {entry['ci'][1]:+.3f}]"
-    return f"**{text}**" if entry["ci"][0] > 0 or entry["ci"][1] < 0 else text
-
-
 def write_report(path: Path, metrics: dict, cfg: ProbeConfig) -> None:
     models = list(metrics["models"])
     tasks = list(metrics["models"][models[0]]["tasks"])
     over = metrics.get("margins", {})
     rows = [[task, metrics["models"][models[0]]["tasks"][task]["metric"],
              *[cell(metrics["models"][m]["tasks"][task]) for m in models],
-             *[margin_cell(over[m].get(task)) for m in over]] for task in tasks]
+             *[margin_cell(over[m][task]["value"], *over[m][task]["ci"]) if task in over[m] else "—" for m in over]]
+            for task in tasks]
     header = ["task", "metric", *models, *[f"{m} − {cfg.control}" for m in over]]
     margin_note = "" if not over else (
         f" A `MODEL − {cfg.control}` column is that model's margin over the control, with a paired bootstrap 95% "

@@ -80,3 +80,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def margin_cell(value: float, lo: float, hi: float) -> str:
+    """A difference with its interval, "+0.050 [+0.020, +0.081]", in bold where the interval excludes 0."""
+    text = f"{value:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"**{text}**" if lo > 0 or hi < 0 else text
