@@ -145,6 +145,34 @@ def test_predictor_runs_on_another_grid():
         assert predictor(torch.randn(2, 100, 48), ctx_idx, tgt_idx, grid=(6, 6, 6)).shape == (2, 116, 48)
 
 
+def test_copy_context_source_is_the_same_position_in_the_latest_earlier_context_slot():
+    from vjepa.models.predictor import latest_context_source
+
+    grid = (4, 2, 2)  # 4 slots of 4 positions; token index = slot * 4 + position
+    ctx_idx = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 5, 6, 9, 10, 13, 14, 0]])
+    tgt_idx = torch.tensor([[9, 10, 11, 12, 13], [3, 7, 8, 12, 15]])
+    src, found = latest_context_source(ctx_idx, tgt_idx, grid)
+    # row 0: slots 0-1 and token 8 (slot 2, position 0) are context
+    assert found[0].all()
+    assert ctx_idx[0, src[0]].tolist() == [5, 6, 7, 8, 5]
+    # row 1: positions 1 and 2 are context in every slot but the last, position 0 only in slot 0, 3 never
+    assert found[1].tolist() == [False, False, True, True, False]
+    assert ctx_idx[1, src[1, 2:4]].tolist() == [0, 0]
+
+
+def test_copy_context_makes_each_future_query_follow_its_own_positions_past():
+    ctx_idx = torch.arange(0, 32).expand(1, -1)  # slots 0-1 of the (4, 4, 4) grid
+    tgt_idx = torch.arange(32, 48).expand(1, -1)  # slot 2
+    ctx = torch.randn(1, 32, 48)
+    moved = ctx.clone()
+    moved[:, 16 + 5] += 3.0  # the last context slot, position 5
+    for copy, position_5_moves_most in ((True, True), (False, False)):
+        predictor = tiny_predictor(copy_context=copy)
+        with torch.no_grad():
+            change = (predictor(moved, ctx_idx, tgt_idx) - predictor(ctx, ctx_idx, tgt_idx)).abs().mean(-1)[0]
+        assert (change.argmax().item() == 5 and change[5] > 2 * change.median()) == position_5_moves_most
+
+
 def test_state_dict_keys_match_the_official_vjepa_names():
     keys = set(tiny_encoder().state_dict()) | set(tiny_predictor().state_dict())
     official = {

@@ -68,6 +68,9 @@ class ModelConfig:
     pred_embed_dim: int = 384
     pred_num_heads: Optional[int] = None  # null: the encoder's
     zero_init_mask_tokens: bool = True
+    # the predictor's query for a target token starts from the context token at the same spatial position in
+    # the latest earlier time slot (with the future mask: the last seen slot), so copying is its starting point
+    pred_copy_context: bool = False
     activation_checkpointing: bool = False
 
 
@@ -193,7 +196,7 @@ def build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Modul
         num_heads=m.pred_num_heads or encoder.num_heads, uniform_power=m.uniform_power,
         drop_path_rate=m.drop_path_rate, num_mask_tokens=max(1, len(cfg.masks)),
         zero_init_mask_tokens=m.zero_init_mask_tokens, use_activation_checkpointing=m.activation_checkpointing,
-        pos_embed=m.pos_embed,
+        pos_embed=m.pos_embed, copy_context=m.pred_copy_context,
     )
     return encoder, predictor
 

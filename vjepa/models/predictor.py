@@ -44,6 +44,7 @@ class Predictor(nn.Module):
         zero_init_mask_tokens: bool = True,
         use_activation_checkpointing: bool = False,
         pos_embed: str = "sincos",
+        copy_context: bool = False,
     ) -> None:
         super().__init__()
         self.rope = check_pos_embed(pos_embed)
@@ -52,6 +53,7 @@ class Predictor(nn.Module):
         self.predictor_embed_dim = predictor_embed_dim
         self.depth = depth
         self.use_activation_checkpointing = use_activation_checkpointing
+        self.copy_context = copy_context
         self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         self.num_patches = math.prod(self.grid)
 
@@ -96,6 +98,9 @@ class Predictor(nn.Module):
         x = self.predictor_embed(ctx)
         batch, num_targets = tgt_idx.shape
         targets = self.mask_tokens[mask_index].expand(batch, num_targets, -1)
+        if self.copy_context:
+            src, found = latest_context_source(ctx_idx, tgt_idx, grid or self.grid)
+            targets = targets + gather_tokens(x, src) * found.unsqueeze(-1).to(x.dtype)
         rope = None
         if self.rope:
             rope = rope_angles(torch.cat([ctx_idx, tgt_idx], dim=1), grid or self.grid,
@@ -108,3 +113,27 @@ class Predictor(nn.Module):
         x = run_blocks(self.predictor_blocks, x, self.use_activation_checkpointing and self.training, rope)
         x = self.predictor_norm(x[:, -num_targets:])
         return self.predictor_proj(x)
+
+
+def latest_context_source(ctx_idx: Tensor, tgt_idx: Tensor, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    """For each target token, the context token at the same spatial position in the latest earlier time slot.
+
+    Indices are flat over the grid (t, h, w). Returns (src [B, Nt], positions in the context list, and
+    found [B, Nt], True where such a token exists and False where not: a target in the first slot, or one whose
+    spatial position is hidden in every earlier slot, as in a multiblock tube).
+    """
+    t, h, w = grid
+    batch, num_ctx = ctx_idx.shape
+    hw = h * w
+    # where[b, t, s]: position in the context list of token (t, s), or -1 when it is not context
+    where = torch.full((batch, t * hw), -1, dtype=torch.long, device=ctx_idx.device)
+    where.scatter_(1, ctx_idx, torch.arange(num_ctx, device=ctx_idx.device).expand(batch, -1))
+    where = where.view(batch, t, hw)
+    slots = torch.arange(t, device=ctx_idx.device).view(1, t, 1)
+    latest = torch.where(where >= 0, slots, -1).cummax(dim=1).values  # latest context slot <= t, or -1
+    latest = torch.cat([latest.new_full((batch, 1, hw), -1), latest[:, :-1]], dim=1)  # strictly before t
+    source = torch.gather(where, 1, latest.clamp_min(0)).view(batch, t * hw)
+    found = latest.view(batch, t * hw) >= 0
+    src = torch.gather(source, 1, tgt_idx)
+    ok = torch.gather(found, 1, tgt_idx)
+    return src.clamp_min(0), ok
