@@ -26,6 +26,12 @@ mean frame's go into metrics.json.
 The run folder gets metrics.json (keyed by model, plus baselines), error_vs_horizon.png,
 strip_<model>.png, report.md, config.yaml and decoders/ (the decoders, reused by a rerun).
 
+`fixed_target` in metrics.json holds a second curve that keeps the target fixed: the clip's last slot,
+imagined from h slots back for every h (a rollout from each start), for every model and baseline, and
+each curve's growth from h = 1 to the longest horizon with a bootstrap interval. The main curve's
+horizon h is also slot k + h, so a world whose late slots are easier (objects come to rest) can make
+errors fall with horizon whatever the model; with the target fixed, only the horizon changes.
+
 `margins` in metrics.json says whether the first model's curve is below (or above) each baseline
 and each other model at each horizon: the mean per-clip difference of normalised errors with a
 paired bootstrap 95% interval over the clips.
@@ -122,6 +128,33 @@ def paired_margin(errors: np.ndarray, other: np.ndarray, resamples: int, seed: i
     return {"value": diff.mean(0).tolist(), "ci": [[float(a), float(b)] for a, b in zip(lo, hi)]}
 
 
+def last_slot_errors(model: WorldModel, clips: Tensor, real: Tensor, k: int, imagined: Tensor,
+                     baselines: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """L1 errors [B, H] on the clip's last slot imagined from h = 1 .. T - k slots back (rolled out from the
+    first T - h real slots), and the baselines' from the same pasts when `baselines`. `imagined` is the rollout
+    from the first k slots, whose last slot is the longest horizon's. The target is the same slot at every
+    horizon, so the curve shows what the horizon costs apart from how hard the clip's late slots are."""
+    num_slots = real.size(1)
+    last = real[:, -1:]
+    errors, base = [], {b: [] for b in BASELINES} if baselines else {}
+    for start in range(num_slots - 1, k - 1, -1):  # horizon num_slots - start = 1, 2, ...
+        dream = imagined if start == k else model.imagine(clips, start)
+        errors.append(slot_l1(dream[:, -1:], last))
+        if baselines:
+            past = real[:, :start] if isinstance(model, PixelWorldModel) else model.context_slots(clips, range(start))
+            horizon = num_slots - start
+            base["copy_last"].append(slot_l1(copy_last(past, horizon)[:, -1:], last))
+            base["linear"].append(slot_l1(linear_extrapolation(past, horizon)[:, -1:], last))
+    return torch.cat(errors, dim=1), {b: torch.cat(v, dim=1) for b, v in base.items()}
+
+
+def growth(errors: np.ndarray, resamples: int, seed: int) -> dict:
+    """Error at the longest horizon minus at the first, per clip [M, H] -> mean with a bootstrap 95% interval."""
+    diff = errors[:, -1:] - errors[:, :1]
+    lo, hi = bootstrap_ci(diff, resamples, seed)
+    return {"value": float(diff.mean()), "ci": [float(lo[0]), float(hi[0])]}
+
+
 def swap_changes(model: WorldModel, context: Tensor, first: Tensor, real: Tensor, k: int) -> tuple[float, float]:
     """Summed L1 change of the first imagined slot `first` [B, 1, N, D] when each clip gets the next clip's
     k context slots `context` as its past, and summed L1 difference of those clips' real slot k: the
@@ -148,6 +181,8 @@ class Curves:
     baselines: dict = field(default_factory=lambda: {b: [] for b in BASELINES})
     pixels: dict = field(default_factory=lambda: {"decoded": [], "mean_frame": [], "dream": []})  # [B, S] per batch
     swap: list = field(default_factory=list)  # per batch: (prediction change, truth change) when clips swap pasts
+    fixed: list = field(default_factory=list)  # [B, H] per batch: the last slot imagined from h slots back
+    fixed_baselines: dict = field(default_factory=lambda: {b: [] for b in BASELINES})
 
     def context_use(self) -> Optional[float]:
         """How far the first imagined slot moves when the predictor is given another clip's past, over how
@@ -166,6 +201,15 @@ class Curves:
         if base:  # the first model's curve carries the baselines; this one needs every clip's future
             base["position_mean"] = position_mean_errors(futures) / scale
         return raw / scale, scale, base
+
+    def fixed_result(self, scale: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Normalised last-slot errors per clip and horizon [M, H], and the baselines' (first model only)."""
+        fixed = torch.cat(self.fixed).numpy() / scale
+        base = {b: torch.cat(v).numpy() / scale for b, v in self.fixed_baselines.items() if v}
+        if base:  # the layout's error on the last slot: the same at every horizon
+            last = torch.cat(self.futures)[:, -1:]
+            base["position_mean"] = np.repeat(position_mean_errors(last) / scale, fixed.shape[1], axis=1)
+        return fixed, base
 
     def pixel_result(self) -> Optional[dict]:
         """Pixel MSEs on the val clips: the decoder on real features, the mean frame, the decoded dream per horizon."""
@@ -190,6 +234,10 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
             imagined = model.imagine(clips, k)
             context = model.context_slots(clips, range(k))
             curve.errors.append(slot_l1(imagined, future).cpu())
+            fixed, fixed_base = last_slot_errors(model, clips, real, k, imagined, baselines=i == 0)
+            curve.fixed.append(fixed.cpu())
+            for b, v in fixed_base.items():
+                curve.fixed_baselines[b].append(v.cpu())
             if clips.size(0) > 1:
                 curve.swap.append(swap_changes(model, context, imagined[:, :1], real, k))
             curve.futures.append(future.half().cpu())
@@ -213,10 +261,15 @@ def summarise(models: list[WorldModel], curves: list[Curves], k: int, resamples:
     out: dict = {"models": {}, "baselines": {}, "margins": {}}
     per_name: dict[str, list] = {}
     per_clip: dict[str, list] = {}  # normalised errors [M, H] per seed
+    fixed_clip: dict[str, list] = {}  # normalised last-slot errors [M, H] per seed
     baselines: dict[str, np.ndarray] = {}
+    fixed_baselines: dict[str, np.ndarray] = {}
     decoded: dict[str, dict] = {}
     for model, curve in zip(models, curves):
         clip_errors, scale, base = curve.result()
+        fixed, fixed_base = curve.fixed_result(scale)
+        fixed_clip.setdefault(model.name, []).append(fixed)
+        fixed_baselines.update(fixed_base)
         per_name.setdefault(model.name, []).append((clip_errors.mean(0), scale))
         per_clip.setdefault(model.name, []).append(clip_errors)
         pixels = curve.pixel_result()
@@ -242,30 +295,61 @@ def summarise(models: list[WorldModel], curves: list[Curves], k: int, resamples:
         if all(u is not None for u in uses):
             entry["context_use"] = float(np.mean(uses))
         out["models"][name] = entry
+    fixed_curves = {**{name: np.mean(runs, axis=0) for name, runs in fixed_clip.items()}, **fixed_baselines}
+    out["fixed_target"] = {
+        "slot": models[0].grid[0] - 1,
+        "horizon": list(range(1, models[0].grid[0] - k + 1)),
+        "error": {name: e.mean(0).tolist() for name, e in fixed_curves.items()},
+        "growth": {name: growth(e, resamples, seed) for name, e in fixed_curves.items() if name != "position_mean"},
+    }
     out["context_slots"] = k
     out["frames_per_slot"] = models[0].arch.model.tubelet_size * models[0].arch.data.frame_step
     return out
 
 
+def baseline_style(metrics: dict, name: str) -> dict:
+    """Grey dashed lines, told apart by shade and dash pattern."""
+    j = list(metrics["baselines"]).index(name)
+    return dict(color=f"{0.15 + 0.25 * (j % 3):.2f}", ls=("--", ":", "-.")[j % 3])
+
+
 def plot_curves(path: Path, metrics: dict) -> None:
+    """Left: the rollouts from the first context slots, error per horizon. Right: the clip's last slot imagined
+    from h slots back (the same target at every horizon)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fixed = metrics.get("fixed_target")
+    fig, axes = plt.subplots(1, 2 if fixed else 1, figsize=(11 if fixed else 6, 4), squeeze=False)
+    ax = axes[0, 0]
     for i, (name, e) in enumerate(metrics["models"].items()):
         h, err = np.array(e["horizon"]), np.array(e["error"])
         ax.plot(h, err, marker="o", color=f"C{i}", label=name)
         if "std" in e:
             ax.fill_between(h, err - np.array(e["std"]), err + np.array(e["std"]), color=f"C{i}", alpha=0.2)
-    for j, (name, e) in enumerate(metrics["baselines"].items()):
-        ax.plot(e["horizon"], e["error"], ls="--", color=f"0.{3 + 3 * j}", label=f"{name} (baseline)")
-    ax.axhline(1.0, color="0.7", lw=0.8)  # as bad as predicting the mean feature
-    ax.set(xlabel=f"horizon (time slots of {metrics['frames_per_slot']} frames)",
-           ylabel="L1 error / mean |feature - mean feature|", title="imagined rollouts")
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    for name, e in metrics["baselines"].items():
+        ax.plot(e["horizon"], e["error"], label=f"{name} (baseline)", **baseline_style(metrics, name))
+    ax.set(title=f"rollouts from the first {metrics['context_slots']} slots")
+    if fixed:
+        ax = axes[0, 1]
+        names = list(metrics["models"])
+        for name, err in fixed["error"].items():
+            style = dict(marker="o", color=f"C{names.index(name)}") if name in names else baseline_style(metrics, name)
+            ax.plot(fixed["horizon"], err, label=name, **style)
+        ax.set(title=f"the last slot ({fixed['slot']}) imagined from h slots back")
+    for ax in axes[0]:
+        ax.axhline(1.0, color="0.7", lw=0.8)  # as bad as predicting the mean feature
+        ax.set_yscale("log")  # random init sits an order of magnitude above the rest
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel=f"horizon (time slots of {metrics['frames_per_slot']} frames)",
+               ylabel="L1 error / mean |feature - mean feature|")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -378,6 +462,7 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         markdown_table(["horizon", *columns], rows),
         "",
         *margins_section(metrics, cfg),
+        *fixed_target_section(metrics, cfg),
         *context_use_section(metrics),
         "![error vs horizon](error_vs_horizon.png)",
         "",
@@ -404,6 +489,29 @@ def margins_section(metrics: dict, cfg: DreamConfig) -> list[str]:
         markdown_table(["horizon", *[f"{name} − {other}" for other in versus]],
                        [[h, *[margin_cell(m["value"][i], *m["ci"][i]) for m in versus.values()]]
                         for i, h in enumerate(horizon)]),
+        "",
+    ]
+
+
+def fixed_target_section(metrics: dict, cfg: DreamConfig) -> list[str]:
+    """The clip's last slot imagined from h slots back, and how much the error grows from h = 1 to the longest."""
+    fixed = metrics.get("fixed_target")
+    if not fixed:
+        return []
+    names = list(fixed["error"])
+    rows = [[h, *[fixed["error"][n][i] for n in names]] for i, h in enumerate(fixed["horizon"])]
+    rows.append([f"growth, +{fixed['horizon'][-1]} − +1",
+                 *[margin_cell(g["value"], *g["ci"]) if (g := fixed["growth"].get(n)) else "0 (by construction)"
+                   for n in names]])
+    return [
+        f"The same target at every horizon: slot {fixed['slot']}, the clip's last, imagined from h slots back "
+        f"(a rollout from the first {fixed['slot'] + 1} − h real slots). Above, a longer horizon also means a "
+        "later slot, which may be easier or harder in itself (objects settle, or fly off); here only the horizon "
+        "changes. Growth: the error at the longest horizon minus at +1, with a bootstrap 95% interval over the "
+        f"clips ({cfg.bootstrap} resamples; in bold where it excludes 0). A model that reads its context gets "
+        "worse the further back its last real slot is; one that predicts the layout does not.",
+        "",
+        markdown_table(["horizon", *names], rows),
         "",
     ]
 

@@ -9,10 +9,10 @@ import torch
 
 from conftest import REPO, tiny_pretrain_config
 from evals.dream import (
-    DreamConfig, copy_last, linear_extrapolation, main, mean_abs_deviation, paired_margin, position_mean_errors,
-    swap_changes,
+    DreamConfig, copy_last, last_slot_errors, linear_extrapolation, main, mean_abs_deviation, paired_margin,
+    position_mean_errors, swap_changes,
 )
-from evals.worldmodel import WorldModelSource, build_world_models
+from evals.worldmodel import WorldModelSource, build_world_models, slot_l1
 from vjepa.config import load_config
 from vjepa.train import pretrain
 
@@ -82,6 +82,22 @@ def test_rollout_feeds_its_own_predictions_back(tiny_checkpoint):
     assert (imagined[:, 1:2] - from_real).abs().max() > 1e-4
 
 
+def test_last_slot_errors_roll_out_from_every_start_to_the_same_slot(tiny_checkpoint):
+    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
+    torch.manual_seed(0)
+    clips = torch.randn(2, 3, 8, 32, 32)
+    real = model.target_slots(clips)  # 4 slots
+    errors, base = last_slot_errors(model, clips, real, 2, model.imagine(clips, 2), baselines=True)
+    assert errors.shape == (2, 2) and base["copy_last"].shape == (2, 2)
+    # horizon 1: the last slot predicted from the 3 real slots before it
+    one_step = model.predict_slots(model.context_slots(clips, range(3)), range(3), [3])
+    assert errors[:, 0] == pytest.approx(slot_l1(one_step, real[:, 3:])[:, 0], rel=1e-5)
+    # copying: slot 2 at horizon 1, slot 1 at horizon 2, whatever the horizon's own copies would be
+    for h, source in ((1, 2), (2, 1)):
+        copied = model.context_slots(clips, range(source + 1))[:, -1:]
+        assert base["copy_last"][:, h - 1] == pytest.approx(slot_l1(copied, real[:, 3:])[:, 0], rel=1e-5)
+
+
 def test_context_use_is_zero_for_a_predictor_blind_to_its_context(tiny_checkpoint):
     (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
     torch.manual_seed(0)
@@ -119,6 +135,17 @@ def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoi
         curve = {**on_disk["baselines"], **on_disk["models"]}[other]["error"]
         assert margin["value"] == pytest.approx([a - b for a, b in zip(on_disk["models"]["jepa"]["error"], curve)], abs=1e-5)
         assert all(lo <= v <= hi for v, (lo, hi) in zip(margin["value"], margin["ci"]))
+    # the last slot imagined from h back: at the longest horizon, the same rollout as the main curve's last step
+    fixed = on_disk["fixed_target"]
+    assert fixed["slot"] == 3 and fixed["horizon"] == [1, 2]
+    assert fixed["error"].keys() == {"jepa", "random", "copy_last", "linear", "position_mean"}
+    for name, curve in {**on_disk["models"], **on_disk["baselines"]}.items():
+        assert fixed["error"][name][-1] == pytest.approx(curve["error"][-1], rel=1e-5)
+    assert fixed["error"]["position_mean"][0] == pytest.approx(fixed["error"]["position_mean"][1])
+    for name, g in fixed["growth"].items():
+        assert g["value"] == pytest.approx(fixed["error"][name][-1] - fixed["error"][name][0], abs=1e-5)
+        assert g["ci"][0] <= g["value"] <= g["ci"][1]
+    assert "| growth, +2 − +1 |" in (tmp_path / "report.md").read_text()
     assert "copy_last (baseline)" in (tmp_path / "report.md").read_text()
     assert "| horizon | jepa − copy_last |" in (tmp_path / "report.md").read_text()
     assert "Context use:" in (tmp_path / "report.md").read_text()
