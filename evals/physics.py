@@ -19,7 +19,9 @@ clips identical up to an event. Per property:
   frame-by-frame statistic cannot pass it); a group without one is its own set, where this equals
   the pairwise accuracy;
 - the AUROC of the score separating impossible from possible clips.
-Random-init models (several seeds) measure chance on the same clips.
+Random-init models (several seeds) measure chance on the same clips, and the first model's margin over
+each other model (accuracy minus accuracy, per property) gets a paired bootstrap interval over the
+same sets and pairs: whether it is above the random-init band, answered by one interval.
 
 The run folder gets metrics.json (keyed by model), surprise.csv (every clip's curve, mean and
 max), accuracy.png, surprise_curves.png, report.md and config.yaml.
@@ -45,7 +47,7 @@ from evals.worldmodel import (
 )
 from vjepa.config import save_config
 from vjepa.data import DataError
-from vjepa.report import markdown_table
+from vjepa.report import margin_cell, markdown_table
 from vjepa.runlog import progress, setup_logging
 from vjepa.train import resolve_device
 
@@ -233,6 +235,24 @@ def property_metrics(scores_by_seed: np.ndarray, clips: list[VoEClip], pairs: di
             "seeds": len(scores_by_seed)}
 
 
+def property_margins(first: np.ndarray, other: np.ndarray, pairs: dict[str, list], sets: dict[str, list],
+                     cfg: PhysicsConfig) -> dict:
+    """Per property, one model's accuracies minus another's on the same sets and pairs: scores [S, V] each
+    (seeds averaged per set, as in `property_metrics`), with a paired bootstrap 95% interval (the sets, or
+    pairs, drawn with replacement, the same draw for both models). Where the interval excludes 0, the two
+    differ on these clips by more than the draw of clips explains."""
+    out = {}
+    for prop, prop_pairs in pairs.items():
+        entry = {}
+        for key, outcomes, items in (("relative_accuracy", set_outcomes, sets[prop]),
+                                     ("accuracy", pair_outcomes, prop_pairs)):
+            diff = (np.mean([outcomes(s, items) for s in first], axis=0)
+                    - np.mean([outcomes(s, items) for s in other], axis=0))
+            entry[key] = {"value": float(diff.mean()), "ci": list(bootstrap_ci(diff, cfg.bootstrap, cfg.seed))}
+        out[prop] = entry
+    return out
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -340,6 +360,7 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "",
         markdown_table(["property", "pairs", *models], pairwise),
         "",
+        *margins_section(metrics, cfg),
         "![accuracy per property](accuracy.png)",
         "",
         "![surprise curves](surprise_curves.png)",
@@ -348,6 +369,27 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def margins_section(metrics: dict, cfg: PhysicsConfig) -> list[str]:
+    """The first model's accuracies minus each other model's, per property, with paired intervals."""
+    margins = metrics.get("margins", {})
+    if not margins:
+        return []
+    name, versus = next(iter(margins.items()))
+    props = list(metrics["models"][name]["properties"])
+    header = ["property", *[f"{name} − {other}, {kind}" for other in versus for kind in ("relative", "pairwise")]]
+    rows = [[p, *[margin_cell(m[p][key]["value"], *m[p][key]["ci"]) for m in versus.values()
+                  for key in ("relative_accuracy", "accuracy")]] for p in props]
+    return [
+        f"`{name}`'s accuracy minus each other model's on the same clips, with a paired bootstrap 95% interval "
+        f"(the sets or pairs drawn with replacement, {cfg.bootstrap} resamples; in bold where it excludes 0). "
+        f"Positive and bold: {name} tells the possible clip from the impossible one better than that model, by more "
+        "than the draw of clips explains.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
 
 
 # --------------------------------------------------------------------------- entry point
@@ -404,10 +446,15 @@ def main(cfg: PhysicsConfig) -> dict:
     num_slots = models[0].grid[0]
     starts = np.array([event_slot(c.event_frame, arch.data.frame_step, arch.model.tubelet_size, num_slots)
                        if cfg.from_event else 0 for c in clips])
-    metrics: dict = {"models": {}}
-    for name in cfg.models:
-        scores = np.stack([clip_scores(c, cfg.score, starts) for m, c in zip(models, curves) if m.name == name])
-        metrics["models"][name] = property_metrics(scores, clips, pairs, cfg, sets)
+    metrics: dict = {"models": {}, "margins": {}}
+    scores = {name: np.stack([clip_scores(c, cfg.score, starts) for m, c in zip(models, curves) if m.name == name])
+              for name in cfg.models}
+    for name, s in scores.items():
+        metrics["models"][name] = property_metrics(s, clips, pairs, cfg, sets)
+    first, *others = scores
+    if others:  # the first model against each other one (the random-init controls)
+        metrics["margins"][first] = {name: property_margins(scores[first], scores[name], pairs, sets, cfg)
+                                     for name in others}
     metrics.update(score=cfg.score, from_event=cfg.from_event, context_slots=list(cfg.context_slots), videos=len(clips),
                    timing={"surprise_s": elapsed})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO
 from evals.physics import (
-    PhysicsConfig, auroc, clip_scores, event_slot, main, matched_sets, pair_outcomes, property_metrics,
-    read_voe_table, set_outcomes,
+    PhysicsConfig, auroc, clip_scores, event_slot, main, matched_sets, pair_outcomes, property_margins,
+    VoEClip, property_metrics, read_voe_table, set_outcomes,
 )
 from evals.stats import bootstrap_ci
 from vjepa.config import load_config
@@ -204,6 +204,30 @@ def test_seeds_are_averaged_per_pair(tiny_voe):
     assert m["seeds"] == 2
 
 
+def test_margin_is_the_difference_of_accuracies_on_the_same_pairs():
+    rng = np.random.default_rng(0)
+    n = 60
+    pairs = {"gravity": [(2 * i, 2 * i + 1) for i in range(n)]}
+    sets = {"gravity": [([p], [q]) for p, q in pairs["gravity"]]}
+    cfg = PhysicsConfig(table="", bootstrap=500)
+    noise = rng.normal(size=(1, 2 * n))
+    tracker = noise.copy()
+    tracker[0, 1::2] += 3.0  # impossible clips far more surprising: accuracy ~1
+    seeds = rng.normal(size=(3, 2 * n))  # three chance-level controls
+    clips = [VoEClip(f"{i}.mp4", f"g{i // 2}", 1 - i % 2, "gravity", None) for i in range(2 * n)]
+    m = property_margins(tracker, seeds, pairs, sets, cfg)["gravity"]
+    ours = property_metrics(tracker, clips, pairs, cfg, sets)["properties"]["gravity"]
+    theirs = property_metrics(seeds, clips, pairs, cfg, sets)["properties"]["gravity"]
+    for key in ("accuracy", "relative_accuracy"):
+        assert m[key]["value"] == pytest.approx(ours[key] - theirs[key])
+        lo, hi = m[key]["ci"]
+        assert 0.2 < lo <= m[key]["value"] <= hi
+    # the same scores against themselves: exactly zero, interval [0, 0]; a chance model against the controls spans 0
+    assert property_margins(seeds, seeds, pairs, sets, cfg)["gravity"]["accuracy"] == {"value": 0.0, "ci": [0.0, 0.0]}
+    lo, hi = property_margins(noise, seeds, pairs, sets, cfg)["gravity"]["accuracy"]["ci"]
+    assert lo < 0 < hi
+
+
 # --------------------------------------------------------------------------- end to end and bad input
 
 
@@ -225,6 +249,12 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
             assert 0 <= e["relative_ci"][0] <= e["relative_accuracy"] <= e["relative_ci"][1] <= 1
             assert e["sets"] == 2 and e["pairs"] == (4 if prop in BALANCED else 2)
         assert model["mean_accuracy"] == pytest.approx(np.mean([e["accuracy"] for e in model["properties"].values()]))
+    margins = metrics["margins"]["jepa"]["random"]
+    for prop, e in margins.items():  # jepa minus the mean over random's seeds, per property
+        for key in ("accuracy", "relative_accuracy"):
+            diff = metrics["models"]["jepa"]["properties"][prop][key] - metrics["models"]["random"]["properties"][prop][key]
+            assert e[key]["value"] == pytest.approx(diff) and e[key]["ci"][0] <= e[key]["value"] <= e[key]["ci"][1]
+    assert "jepa − random, relative" in (tmp_path / "report.md").read_text()
     with open(tmp_path / "surprise.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * 32  # jepa + 2 random seeds, 32 clips

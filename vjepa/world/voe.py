@@ -78,7 +78,7 @@ def _voe_world() -> WorldConfig:
 class VoEConfig:
     output: str = "runs/voe"
     seed: int = 0
-    groups_per_property: int = 20  # sets per property: a twin pair, or a balanced set of two pairs
+    groups_per_property: int = 50  # sets per property: a twin pair, or a balanced set of two pairs
     balanced: bool = True  # permanence, continuity and colour_constancy as IntPhys-style balanced sets of four clips
     properties: List[str] = field(default_factory=lambda: list(PROPERTIES))
     event: Tuple[float, float] = (0.35, 0.6)  # event frame drawn uniformly in this fraction of the clip
