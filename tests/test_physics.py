@@ -255,6 +255,11 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
             diff = metrics["models"]["jepa"]["properties"][prop][key] - metrics["models"]["random"]["properties"][prop][key]
             assert e[key]["value"] == pytest.approx(diff) and e[key]["ci"][0] <= e[key]["value"] <= e[key]["ci"][1]
     assert "jepa − random, relative" in (tmp_path / "report.md").read_text()
+    # the other score's metrics are those of a run scored by it
+    by_mean = main(physics_config(tiny_voe, tiny_checkpoint, tmp_path / "mean", "score=mean"))
+    assert metrics["other_scores"]["mean"]["models"] == by_mean["models"]
+    assert metrics["other_scores"]["mean"]["margins"] == by_mean["margins"]
+    assert by_mean["other_scores"]["max"]["models"] == metrics["models"]
     with open(tmp_path / "surprise.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * 32  # jepa + 2 random seeds, 32 clips
