@@ -128,6 +128,16 @@ def paired_margin(errors: np.ndarray, other: np.ndarray, resamples: int, seed: i
     return {"value": diff.mean(0).tolist(), "ci": [[float(a), float(b)] for a, b in zip(lo, hi)]}
 
 
+def baseline_past(model: WorldModel, clips: Tensor, real: Tensor, slots: int,
+                  context: Optional[Tensor] = None) -> Tensor:
+    """The first `slots` slots as the baselines copy and extrapolate them, in the model's target space: a pixel
+    model's targets are pixels, not its encoder's outputs, so its baselines work on the real pixel slots.
+    `context`: the model's context features of those slots where already computed."""
+    if isinstance(model, PixelWorldModel):
+        return real[:, :slots]
+    return context if context is not None else model.context_slots(clips, range(slots))
+
+
 def last_slot_errors(model: WorldModel, clips: Tensor, real: Tensor, k: int, imagined: Tensor,
                      baselines: bool) -> tuple[Tensor, dict[str, Tensor]]:
     """L1 errors [B, H] on the clip's last slot imagined from h = 1 .. T - k slots back (rolled out from the
@@ -141,7 +151,7 @@ def last_slot_errors(model: WorldModel, clips: Tensor, real: Tensor, k: int, ima
         dream = imagined if start == k else model.imagine(clips, start)
         errors.append(slot_l1(dream[:, -1:], last))
         if baselines:
-            past = real[:, :start] if isinstance(model, PixelWorldModel) else model.context_slots(clips, range(start))
+            past = baseline_past(model, clips, real, start)
             horizon = num_slots - start
             base["copy_last"].append(slot_l1(copy_last(past, horizon)[:, -1:], last))
             base["linear"].append(slot_l1(linear_extrapolation(past, horizon)[:, -1:], last))
@@ -247,8 +257,7 @@ def roll_out(models: list[WorldModel], loader: DataLoader, k: int, device: torch
                 curve.pixels["mean_frame"].append(slot_mse(decoder.mean_patch.expand_as(pixels), pixels).cpu())
                 curve.pixels["dream"].append(slot_mse(decoder.render(imagined), pixels[:, k:]).cpu())
             if i == 0:  # baselines in the first model's feature space
-                # a pixel model's targets are pixels, not its encoder's outputs: its baselines copy real pixels
-                past = real[:, :k] if isinstance(model, PixelWorldModel) else context
+                past = baseline_past(model, clips, real, k, context)
                 horizon = future.size(1)
                 curve.baselines["copy_last"].append(slot_l1(copy_last(past, horizon), future).cpu())
                 curve.baselines["linear"].append(slot_l1(linear_extrapolation(past, horizon), future).cpu())
