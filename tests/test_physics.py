@@ -15,10 +15,10 @@ from evals.physics import (
     VoEClip, property_metrics, read_voe_table, set_outcomes,
 )
 from evals.stats import bootstrap_ci
-from vjepa.config import load_config
+from vjepa.config import ConfigError, load_config
 from vjepa.data import DataError
 from vjepa.world.physics import DISC, ObjectSpec, Scene, simulate
-from vjepa.world.render import BACKGROUND
+from vjepa.world.render import BACKGROUND, BARRIER
 from vjepa.world.voe import BALANCED, PROPERTIES, VoEConfig, generate_voe, make_balanced_set, make_twins, violation
 
 TINY_WORLD = ["world.frames=16", "world.size=32", "world.object_size=[2.0,5.0]"]
@@ -78,9 +78,42 @@ def test_solidity_ghost_passes_through_objects_and_still_bounces_off_walls():
     assert (ghost.position[..., 0] >= 4.0 - 0.5).all() and (ghost.position[..., 0] <= 60.0 + 0.5).all()
 
 
-def test_solidity_without_a_second_object_names_the_key_to_change(tmp_path):
+def test_solidity_ghost_passes_through_the_barrier_and_still_meets_objects():
+    # a disc heads for a bar; the possible run bounces off it, the ghost run goes through it
+    a = ObjectSpec(shape=DISC, mass=1.0, size=4.0, elasticity=0.9, friction=0.0, x0=16.0, y0=32.0, vx0=60.0, vy0=0.0,
+                   angle0=0.0, colour=(200, 40, 40))
+    scene = Scene(size=64, gravity=0.0, objects=[a], barrier=(32.0, 16.0, 32.0, 48.0))
+    on_frame, _ = violation("solidity", scene, event=1, fps=15)
+    solid = simulate(scene, 8, 15, 8)
+    ghost = simulate(scene, 8, 15, 8, on_frame)
+    assert solid.position[:, 0, 0].max() < 32 and ghost.position[-1, 0, 0] > 40
+    # with a second object in its way beyond the bar, the ghost still bounces off that one
+    b = replace(a, x0=52.0, vx0=0.0, colour=(40, 200, 40))
+    ghost = simulate(replace(scene, objects=[a, b]), 20, 15, 8, violation("solidity", replace(scene, objects=[a, b]), 1, 15)[0])
+    assert ghost.n_collisions >= 1 and ghost.position[:, 0, 0].max() < 52
+
+
+def test_solidity_through_a_wall_places_the_bar_across_object_0s_path(tmp_path):
+    cfg = voe_config(tmp_path, "world.max_objects=1")  # a lone object: only the bar can stop it
+    for index in range(3):
+        possible, impossible, event = make_twins(cfg, "solidity", index)
+        assert np.array_equal(possible[:event], impossible[:event])
+        bar = (possible[0] == BARRIER).all(-1)  # the bar's pixels, as drawn in the first frame
+        assert bar.sum() >= 8 and (impossible[0][bar] == BARRIER).all()
+
+        def covered(clip):  # the most bar pixels an object hides in one frame
+            return int((clip[:, bar] != BARRIER).any(-1).sum(-1).max())
+        assert covered(impossible[event:]) >= covered(possible) + 4  # the ghost is drawn over the bar as it passes
+        assert not np.array_equal(possible[event:], impossible[event:])
+
+
+def test_solidity_through_objects_needs_a_second_object_and_names_the_key(tmp_path):
+    possible, impossible, event = make_twins(voe_config(tmp_path, "solidity=object"), "solidity", 0)
+    assert np.array_equal(possible[:event], impossible[:event]) and not np.array_equal(possible[event:], impossible[event:])
     with pytest.raises(RuntimeError, match="world.max_objects"):
-        make_twins(voe_config(tmp_path, "world.max_objects=1"), "solidity", 0)
+        make_twins(voe_config(tmp_path, "solidity=object", "world.max_objects=1"), "solidity", 0)
+    with pytest.raises(ConfigError, match="'solidity'"):
+        generate_voe(voe_config(tmp_path, "solidity=floor"))
 
 
 def test_balanced_sets_in_the_table_pair_a_and_b_both_ways(tiny_voe):

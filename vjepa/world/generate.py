@@ -59,6 +59,7 @@ class WorldConfig:
     gravity: Tuple[float, float] = (10.0, 150.0)  # px/s^2, pointing down
     box_prob: float = 0.5
     occluder_prob: float = 0.25
+    wall_prob: float = 0.5  # chance of a barrier: a dark static bar inside the box that objects bounce off
     workers: int = 2
 
 
@@ -80,7 +81,7 @@ def validate_world_config(cfg: WorldConfig) -> None:
     for key in ("mass", "object_size"):
         check(getattr(cfg, key)[0] > 0, key, "must be positive")
     check(cfg.elasticity[1] <= 1, "elasticity", "above 1 would add energy at every bounce")
-    for key in ("box_prob", "occluder_prob"):
+    for key in ("box_prob", "occluder_prob", "wall_prob"):
         check(0 <= getattr(cfg, key) <= 1, key, "is a probability, between 0 and 1")
     # a rotated box needs its diagonal's room; an object must fit between the walls
     check(2 * math.sqrt(2) * cfg.object_size[1] < cfg.size, "object_size", f"the largest object must fit in a {cfg.size}px box")
@@ -100,6 +101,7 @@ def make_clip(cfg: WorldConfig, split: str, index: int) -> dict[str, float | int
         "n_collisions": trajectory.n_collisions,
         "n_wall_bounces": trajectory.n_wall_bounces,
         "occluder": int(scene.occluder is not None),
+        "wall": int(scene.barrier is not None),
     }
     for k, obj in enumerate(scene.objects):
         for column in OBJECT_COLUMNS:
@@ -109,7 +111,7 @@ def make_clip(cfg: WorldConfig, split: str, index: int) -> dict[str, float | int
 
 def target_columns(max_objects: int) -> list[str]:
     per_object = [f"obj{k}_{c}" for k in range(max_objects) for c in OBJECT_COLUMNS]
-    return ["path", "n_objects", "gravity", "n_collisions", "n_wall_bounces", "occluder", *per_object]
+    return ["path", "n_objects", "gravity", "n_collisions", "n_wall_bounces", "occluder", "wall", *per_object]
 
 
 def _format(value: float | int | str | None) -> str:

@@ -6,6 +6,9 @@ frame in a `Trajectory`. The trajectory also carries per-frame visibility and co
 renderer obeys, so a violation-of-expectation clip is an ordinary clip with one intervention:
 `on_frame` edits the physical state (teleport, remove a body, let it through a wall) and the
 caller edits `visible` / `colour` (vanish, change colour) before rendering.
+
+A scene may hold a barrier: a thick static bar inside the box, drawn dark behind the objects, that
+they bounce off as off the box's own walls (a solidity test lets an object pass through it).
 """
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
 DISC, BOX = 0, 1
 WALL_TYPE, OBJECT_TYPE = 1, 2
 WALL_THICKNESS = 10.0  # thick walls so a fast object cannot tunnel through in one substep
+BARRIER_THICKNESS = 4.0  # px: the bar inside the box (a static segment of radius 2)
+BARRIER_LENGTH = (0.3, 0.6)  # fraction of the box side
+BARRIER_CATEGORY = 0b100  # the barrier's pymunk collision category, so a VoE ghost can miss it alone
+BARRIER_FILTER = pymunk.ShapeFilter(categories=BARRIER_CATEGORY)
 PLACEMENT_TRIES = 1000
 
 
@@ -47,6 +54,7 @@ class Scene:
     gravity: float  # px/s^2, pointing down
     objects: list[ObjectSpec]
     occluder: Optional[tuple[float, float]] = None  # [x_left, x_right) of a grey band drawn in front
+    barrier: Optional[tuple[float, float, float, float]] = None  # a static bar's end points (x0, y0, x1, y1)
 
 
 @dataclass
@@ -73,16 +81,38 @@ def distinct_colours(rng: np.random.Generator, n: int) -> list[tuple[int, int, i
     return colours
 
 
-def _place(rng: np.random.Generator, size: int, radius: float, placed: list[tuple[float, float, float]]):
-    """A centre inside the walls whose bounding circle overlaps none already placed."""
+def segment_distance(points: np.ndarray, barrier: tuple[float, float, float, float]) -> np.ndarray:
+    """Distance from each point [..., 2] to the barrier's centre line (a segment), px."""
+    a, b = np.array(barrier[:2]), np.array(barrier[2:])
+    ab = b - a
+    t = np.clip(((points - a) @ ab) / (ab @ ab), 0.0, 1.0)
+    return np.linalg.norm(points - (a + t[..., None] * ab), axis=-1)
+
+
+def _place(rng: np.random.Generator, size: int, radius: float, placed: list[tuple[float, float, float]],
+           barrier: Optional[tuple[float, float, float, float]] = None):
+    """A centre inside the walls whose bounding circle overlaps none already placed, nor the barrier."""
+    clear = radius + BARRIER_THICKNESS / 2 + 1.0
     for _ in range(PLACEMENT_TRIES):
         x, y = rng.uniform(radius, size - radius, size=2)
+        if barrier is not None and segment_distance(np.array([x, y]), barrier) <= clear:
+            continue
         if all((x - px) ** 2 + (y - py) ** 2 > (radius + pr + 1.0) ** 2 for px, py, pr in placed):
             return float(x), float(y)
     raise ValueError(
         f"cannot place {len(placed) + 1} non-overlapping objects in a {size}px box; "
         "lower world config keys 'max_objects' or 'object_size', or raise 'size'"
     )
+
+
+def sample_barrier(rng: np.random.Generator, size: int) -> tuple[float, float, float, float]:
+    """A vertical or horizontal bar of random length, away from the box's edges."""
+    length = rng.uniform(*BARRIER_LENGTH) * size
+    along = rng.uniform(0.0, size - length)
+    across = rng.uniform(0.25 * size, 0.75 * size)
+    if rng.uniform() < 0.5:
+        return (float(across), float(along), float(across), float(along + length))  # vertical
+    return (float(along), float(across), float(along + length), float(across))  # horizontal
 
 
 def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
@@ -92,13 +122,18 @@ def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
     """
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     gravity = float(rng.uniform(*cfg.gravity))
+    # drawn first, so objects are placed clear of it; a draw is made whatever the chance, so wall_prob = 0
+    # leaves every other draw of the scene as it was
+    barrier = sample_barrier(rng, cfg.size)
+    if not rng.uniform() < cfg.wall_prob:
+        barrier = None
     colours = distinct_colours(rng, n)
     objects, placed = [], []
     for k in range(n):
         shape = BOX if rng.uniform() < cfg.box_prob else DISC
         size = float(rng.uniform(*cfg.object_size))
         bound = size * (math.sqrt(2.0) if shape == BOX else 1.0)
-        x, y = _place(rng, cfg.size, bound, placed)
+        x, y = _place(rng, cfg.size, bound, placed, barrier)
         placed.append((x, y, bound))
         speed, heading = rng.uniform(*cfg.speed), rng.uniform(0.0, 2.0 * math.pi)
         objects.append(ObjectSpec(
@@ -120,7 +155,7 @@ def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
         width = rng.uniform(cfg.size / 8, cfg.size / 5)
         left = rng.uniform(0.0, cfg.size - width)
         occluder = (float(left), float(left + width))
-    return Scene(size=cfg.size, gravity=gravity, objects=objects, occluder=occluder)
+    return Scene(size=cfg.size, gravity=gravity, objects=objects, occluder=occluder, barrier=barrier)
 
 
 def _add_walls(space: pymunk.Space, size: int) -> None:
@@ -133,6 +168,14 @@ def _add_walls(space: pymunk.Space, size: int) -> None:
         wall.friction = 1.0
         wall.collision_type = WALL_TYPE
         space.add(wall)
+
+
+def _add_barrier(space: pymunk.Space, barrier: tuple[float, float, float, float]) -> None:
+    bar = pymunk.Segment(space.static_body, barrier[:2], barrier[2:], BARRIER_THICKNESS / 2)
+    bar.elasticity, bar.friction = 1.0, 1.0
+    bar.collision_type = WALL_TYPE
+    bar.filter = BARRIER_FILTER
+    space.add(bar)
 
 
 def _add_object(space: pymunk.Space, obj: ObjectSpec) -> pymunk.Body:
@@ -158,6 +201,8 @@ def build_space(scene: Scene) -> tuple[pymunk.Space, list[pymunk.Body], dict[str
     space = pymunk.Space()
     space.gravity = (0.0, scene.gravity)
     _add_walls(space, scene.size)
+    if scene.barrier is not None:
+        _add_barrier(space, scene.barrier)
     bodies = [_add_object(space, obj) for obj in scene.objects]
     counts = {"collisions": 0, "wall_bounces": 0}
 

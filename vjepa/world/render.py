@@ -1,4 +1,4 @@
-"""Draw a simulated scene as RGB frames: flat objects on a light background, occluder in front.
+"""Draw a simulated scene as RGB frames: flat objects on a light background, a barrier behind them, occluder in front.
 
 Frames are drawn at twice the resolution and each 2x2 block averaged, a cheap anti-aliasing that
 keeps sub-pixel motion visible. Everything is vectorised over frames and pixels; the only Python
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from vjepa.world.physics import DISC, Scene, Trajectory
+from vjepa.world.physics import BARRIER_THICKNESS, DISC, Scene, Trajectory, segment_distance
 
 BACKGROUND = (236, 234, 226)
 OCCLUDER = (128, 128, 128)
+BARRIER = (64, 60, 56)  # dark: the bar is solid, drawn behind the objects (one passing through it shows on top)
 SUPERSAMPLE = 2  # fixed: downsample_2x averages 2x2 blocks
 
 
@@ -36,6 +37,11 @@ def render_frames(scene: Scene, trajectory: Trajectory, size: int) -> np.ndarray
     # one contiguous plane per colour channel: masked copies into planes are far faster than into RGB pixels
     planes = np.empty((3, frames, big, big), dtype=np.uint8)
     planes[...] = np.array(BACKGROUND, dtype=np.uint8)[:, None, None, None]
+    if scene.barrier is not None:
+        centres = np.stack(np.meshgrid(grid, grid, indexing="xy"), axis=-1)  # [S, S, (x, y)]
+        bar = segment_distance(centres, scene.barrier) <= BARRIER_THICKNESS / 2
+        for c in range(3):
+            planes[c][:, bar] = BARRIER[c]
     for k, obj in enumerate(scene.objects):
         mask = _object_masks(obj.shape, obj.size, trajectory.position[:, k], trajectory.angle[:, k], grid)
         mask &= trajectory.visible[:, k, None, None]

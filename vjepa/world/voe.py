@@ -7,7 +7,9 @@ after which object 0 (the largest) violates one property:
     permanence         it vanishes (drawn invisible from the event on)
     continuity         it teleports half the box away (its body is moved at the event)
     gravity            it falls upwards (each frame a velocity kick reverses the net gravity on it)
-    solidity           it passes through the other objects (it stops colliding with them at the event)
+    solidity           it passes through a wall (`solidity: wall`, the default: a barrier is placed across its
+                       path just after the event) or through the other objects (`solidity: object`): at the
+                       event it stops colliding with the barrier, or with them
     colour_constancy   its colour changes to the complementary one
 
 Balanced sets (`balanced`, IntPhys's minimal sets; Riochet et al. 2018). Twins alone are biased:
@@ -51,7 +53,10 @@ from tqdm import tqdm
 
 from vjepa.config import ConfigError, save_config
 from vjepa.world.generate import WorldConfig, validate_world_config, write_atomic
-from vjepa.world.physics import BOX, OnFrame, Scene, Trajectory, sample_scene, simulate
+from vjepa.world.physics import (
+    BARRIER_CATEGORY, BARRIER_LENGTH, BARRIER_THICKNESS, BOX, OnFrame, Scene, Trajectory, sample_scene,
+    segment_distance, simulate,
+)
 from vjepa.world.render import render_frames
 from vjepa.world.video import write_video
 
@@ -67,11 +72,14 @@ DEEP = 0.5  # solidity: object 0's centre passes within this fraction of the two
 # of the other's categories, so object 0 (GHOST) misses the other objects (SOLID) and still meets the walls
 SOLID = pymunk.ShapeFilter(categories=0b01)
 GHOST = pymunk.ShapeFilter(categories=0b10, mask=pymunk.ShapeFilter.ALL_MASKS() ^ 0b01)
+WALL_GHOST = pymunk.ShapeFilter(categories=0b10, mask=pymunk.ShapeFilter.ALL_MASKS() ^ BARRIER_CATEGORY)  # misses the barrier alone
+SOLIDITY = ("wall", "object")
+HIT_AFTER_EVENT = (2, 6)  # solidity through a wall: object 0 reaches the barrier this many frames after the event
 
 
 def _voe_world() -> WorldConfig:
-    # no occluder: it could hide the very event the clip is about
-    return WorldConfig(occluder_prob=0.0)
+    # no occluder: it could hide the very event the clip is about; no barrier but the one solidity places
+    return WorldConfig(occluder_prob=0.0, wall_prob=0.0)
 
 
 @dataclass
@@ -82,6 +90,7 @@ class VoEConfig:
     balanced: bool = True  # permanence, continuity and colour_constancy as IntPhys-style balanced sets of four clips
     properties: List[str] = field(default_factory=lambda: list(PROPERTIES))
     event: Tuple[float, float] = (0.35, 0.6)  # event frame drawn uniformly in this fraction of the clip
+    solidity: str = "wall"  # what object 0 passes through: a barrier across its path ("wall") or other objects ("object")
     # scenes, frames, fps and size as `vjepa world` makes them; its output, num_train, num_val and workers are unused
     world: WorldConfig = field(default_factory=_voe_world)
 
@@ -93,6 +102,8 @@ def validate_voe_config(cfg: VoEConfig) -> None:
         raise ConfigError(f"voe config key 'properties' = {list(cfg.properties)}: expected some of {', '.join(PROPERTIES)}")
     if cfg.groups_per_property < 1:
         raise ConfigError(f"voe config key 'groups_per_property' = {cfg.groups_per_property}: must be at least 1")
+    if cfg.solidity not in SOLIDITY:
+        raise ConfigError(f"voe config key 'solidity' = {cfg.solidity!r}: expected one of {', '.join(SOLIDITY)}")
     lo, hi = cfg.event
     if not 0 < lo <= hi < 1:
         raise ConfigError(f"voe config key 'event' = {list(cfg.event)}: expected fractions 0 < low <= high < 1 of the clip")
@@ -143,12 +154,17 @@ def violation(prop: str, scene: Scene, event: int, fps: int) -> tuple[Optional[O
         return antigravity, _no_edit
 
     if prop == "solidity":
-        # through objects, not walls: passing a wall of the frame's box would look like leaving the view
+        # through the scene's barrier if it has one, else through the other objects; never through the box's own
+        # walls: leaving the frame would look like leaving the view
         def ghost(t: int, space: pymunk.Space, bodies) -> None:
             if t == event:
                 for k, body in enumerate(bodies):
                     for shape in body.shapes:
-                        shape.filter = GHOST if k == 0 else SOLID
+                        if scene.barrier is not None:
+                            if k == 0:
+                                shape.filter = WALL_GHOST
+                        else:
+                            shape.filter = GHOST if k == 0 else SOLID
         return ghost, _no_edit
 
     raise ValueError(f"unknown property {prop!r}; expected one of {', '.join(PROPERTIES)}")
@@ -161,6 +177,12 @@ def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.nd
     for _ in range(MAX_TRIES):
         scene = sample_scene(rng, world)
         event = int(rng.integers(round(cfg.event[0] * world.frames), round(cfg.event[1] * world.frames) + 1))
+        if prop == "solidity":  # one thing to pass through: the barrier placed across object 0's path, or objects
+            scene = replace(scene, barrier=None)
+            if cfg.solidity == "wall":
+                scene = barrier_across(rng, scene, world, event)
+                if scene is None:
+                    continue
         on_frame, edit = violation(prop, scene, event, world.fps)
         trajectory = simulate(scene, world.frames, world.fps, world.substeps, on_frame)
         edit(trajectory)
@@ -171,13 +193,43 @@ def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.nd
         change = np.abs(possible[event:].astype(np.int16) - impossible[event:].astype(np.int16)).max()
         if change >= VISIBLE_CHANGE:
             return possible, impossible, event
-    hint = ("object 0 must run into another object after the event: raise world.max_objects or world.speed"
-            if prop == "solidity" else "raise world.object_size or the voe config's event range")
+    hint = ("object 0 must run into another object after the event: raise world.max_objects or world.speed, or set solidity=wall"
+            if prop == "solidity" and cfg.solidity == "object" else "raise world.object_size or world.speed, or the voe config's event range")
     raise RuntimeError(f"{prop} group {index}: no visible violation in {MAX_TRIES} scenes; {hint}")
 
 
+def barrier_across(rng: np.random.Generator, scene: Scene, world: WorldConfig, event: int) -> Optional[Scene]:
+    """The scene with a barrier across object 0's path a few frames after the event, or None where it does not fit.
+
+    The bar stands square to object 0's main direction of motion there (vertical if it moves mostly sideways),
+    where its centre will be; the scene is refused if the bar would cover an object at the start or object 0
+    would reach it before the event."""
+    hit = event + int(rng.integers(HIT_AFTER_EVENT[0], HIT_AFTER_EVENT[1] + 1))
+    free = simulate(scene, min(hit + 2, world.frames), world.fps, world.substeps).position[:, 0]  # [T, 2]
+    if hit + 1 >= len(free):
+        return None
+    (x, y), (vx, vy) = free[hit], free[hit + 1] - free[hit - 1]
+    half = 0.5 * rng.uniform(*BARRIER_LENGTH) * scene.size
+    if abs(vx) >= abs(vy):
+        barrier = (x, max(y - half, 0.0), x, min(y + half, float(scene.size)))
+    else:
+        barrier = (max(x - half, 0.0), y, min(x + half, float(scene.size)), y)
+    barrier = tuple(float(v) for v in barrier)
+    bounds = np.array([obj.size * (math.sqrt(2.0) if obj.shape == BOX else 1.0) for obj in scene.objects])
+    starts = np.array([[obj.x0, obj.y0] for obj in scene.objects])
+    clear = bounds + BARRIER_THICKNESS / 2 + 1.0
+    if (segment_distance(starts, barrier) <= clear).any():
+        return None
+    if (segment_distance(free[: event + 1], barrier) <= clear[0]).any():
+        return None  # object 0 would meet the bar before the event (the twins must agree until then)
+    return replace(scene, barrier=barrier)
+
+
 def _passes_through(scene: Scene, trajectory: Trajectory, event: int) -> bool:
-    """Whether object 0's centre comes deep inside another object after the event."""
+    """Whether object 0's centre comes deep inside the barrier, or another object, after the event."""
+    if scene.barrier is not None:
+        gap = segment_distance(trajectory.position[event:, 0], scene.barrier)
+        return bool((gap < DEEP * scene.objects[0].size).any())
     sizes = np.array([obj.size for obj in scene.objects])
     gap = np.linalg.norm(trajectory.position[event:, 1:] - trajectory.position[event:, :1], axis=-1)  # [T, n - 1]
     return bool((gap < DEEP * (sizes[0] + sizes[1:])).any())
