@@ -81,6 +81,11 @@ def distinct_colours(rng: np.random.Generator, n: int) -> list[tuple[int, int, i
     return colours
 
 
+def bounding_radius(shape: int, size: float) -> float:
+    """The radius of the circle around a disc or a box (of any rotation), px."""
+    return size * (math.sqrt(2.0) if shape == BOX else 1.0)
+
+
 def segment_distance(points: np.ndarray, barrier: tuple[float, float, float, float]) -> np.ndarray:
     """Distance from each point [..., 2] to the barrier's centre line (a segment), px."""
     a, b = np.array(barrier[:2]), np.array(barrier[2:])
@@ -122,8 +127,8 @@ def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
     """
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     gravity = float(rng.uniform(*cfg.gravity))
-    # drawn first, so objects are placed clear of it; a draw is made whatever the chance, so wall_prob = 0
-    # leaves every other draw of the scene as it was
+    # drawn first, so objects are placed clear of it; drawn whatever the chance, so that the scene's other
+    # draws do not depend on wall_prob
     barrier = sample_barrier(rng, cfg.size)
     if not rng.uniform() < cfg.wall_prob:
         barrier = None
@@ -132,7 +137,7 @@ def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
     for k in range(n):
         shape = BOX if rng.uniform() < cfg.box_prob else DISC
         size = float(rng.uniform(*cfg.object_size))
-        bound = size * (math.sqrt(2.0) if shape == BOX else 1.0)
+        bound = bounding_radius(shape, size)
         x, y = _place(rng, cfg.size, bound, placed, barrier)
         placed.append((x, y, bound))
         speed, heading = rng.uniform(*cfg.speed), rng.uniform(0.0, 2.0 * math.pi)

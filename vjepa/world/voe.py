@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,8 +53,8 @@ from tqdm import tqdm
 from vjepa.config import ConfigError, save_config
 from vjepa.world.generate import WorldConfig, validate_world_config, write_atomic
 from vjepa.world.physics import (
-    BARRIER_CATEGORY, BARRIER_LENGTH, BARRIER_THICKNESS, BOX, OnFrame, Scene, Trajectory, sample_scene,
-    segment_distance, simulate,
+    BARRIER_CATEGORY, BARRIER_LENGTH, BARRIER_THICKNESS, OnFrame, Scene, Trajectory, bounding_radius,
+    sample_scene, segment_distance, simulate,
 )
 from vjepa.world.render import render_frames
 from vjepa.world.video import write_video
@@ -134,7 +133,7 @@ def violation(prop: str, scene: Scene, event: int, fps: int) -> tuple[Optional[O
         return None, recolour
 
     if prop == "continuity":
-        bound = obj.size * (math.sqrt(2.0) if obj.shape == BOX else 1.0)
+        bound = bounding_radius(obj.shape, obj.size)
 
         def teleport(t: int, space: pymunk.Space, bodies) -> None:
             if t == event:
@@ -215,7 +214,7 @@ def barrier_across(rng: np.random.Generator, scene: Scene, world: WorldConfig, e
     else:
         barrier = (max(x - half, 0.0), y, min(x + half, float(scene.size)), y)
     barrier = tuple(float(v) for v in barrier)
-    bounds = np.array([obj.size * (math.sqrt(2.0) if obj.shape == BOX else 1.0) for obj in scene.objects])
+    bounds = np.array([bounding_radius(obj.shape, obj.size) for obj in scene.objects])
     starts = np.array([[obj.x0, obj.y0] for obj in scene.objects])
     clear = bounds + BARRIER_THICKNESS / 2 + 1.0
     if (segment_distance(starts, barrier) <= clear).any():
@@ -287,7 +286,7 @@ def make_balanced_set(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray
         if second is None:
             continue
         if prop == "continuity":  # a jump, not a nudge: the two places of object 0 do not overlap at the event
-            bound = scene.objects[0].size * (math.sqrt(2.0) if scene.objects[0].shape == BOX else 1.0)
+            bound = bounding_radius(scene.objects[0].shape, scene.objects[0].size)
             if np.linalg.norm(first.position[event, 0] - second.position[event, 0]) < 2 * bound + 2:
                 continue
         a, b = render_frames(scene, first, world.size), render_frames(scene, second, world.size)
