@@ -88,8 +88,8 @@ def test_solidity_ghost_passes_through_the_barrier_and_still_meets_objects():
     ghost = simulate(scene, 8, 15, 8, on_frame)
     assert solid.position[:, 0, 0].max() < 32 and ghost.position[-1, 0, 0] > 40
     # with a second object in its way beyond the bar, the ghost still bounces off that one
-    b = replace(a, x0=52.0, vx0=0.0, colour=(40, 200, 40))
-    ghost = simulate(replace(scene, objects=[a, b]), 20, 15, 8, violation("solidity", replace(scene, objects=[a, b]), 1, 15)[0])
+    pair = replace(scene, objects=[a, replace(a, x0=52.0, vx0=0.0, colour=(40, 200, 40))])
+    ghost = simulate(pair, 20, 15, 8, violation("solidity", pair, 1, 15)[0])
     assert ghost.n_collisions >= 1 and ghost.position[:, 0, 0].max() < 52
 
 

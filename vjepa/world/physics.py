@@ -94,13 +94,17 @@ def segment_distance(points: np.ndarray, barrier: tuple[float, float, float, flo
     return np.linalg.norm(points - (a + t[..., None] * ab), axis=-1)
 
 
+def clear_of_barrier(points: np.ndarray, radii, barrier: tuple[float, float, float, float]) -> np.ndarray:
+    """Whether circles at `points` [..., 2] with `radii` keep at least 1 px from the barrier's faces."""
+    return segment_distance(points, barrier) > np.asarray(radii) + BARRIER_THICKNESS / 2 + 1.0
+
+
 def _place(rng: np.random.Generator, size: int, radius: float, placed: list[tuple[float, float, float]],
            barrier: Optional[tuple[float, float, float, float]] = None):
     """A centre inside the walls whose bounding circle overlaps none already placed, nor the barrier."""
-    clear = radius + BARRIER_THICKNESS / 2 + 1.0
     for _ in range(PLACEMENT_TRIES):
         x, y = rng.uniform(radius, size - radius, size=2)
-        if barrier is not None and segment_distance(np.array([x, y]), barrier) <= clear:
+        if barrier is not None and not clear_of_barrier(np.array([x, y]), radius, barrier):
             continue
         if all((x - px) ** 2 + (y - py) ** 2 > (radius + pr + 1.0) ** 2 for px, py, pr in placed):
             return float(x), float(y)

@@ -53,7 +53,7 @@ from tqdm import tqdm
 from vjepa.config import ConfigError, save_config
 from vjepa.world.generate import WorldConfig, validate_world_config, write_atomic
 from vjepa.world.physics import (
-    BARRIER_CATEGORY, BARRIER_LENGTH, BARRIER_THICKNESS, OnFrame, Scene, Trajectory, bounding_radius,
+    BARRIER_CATEGORY, BARRIER_LENGTH, OnFrame, Scene, Trajectory, bounding_radius, clear_of_barrier,
     sample_scene, segment_distance, simulate,
 )
 from vjepa.world.render import render_frames
@@ -216,10 +216,9 @@ def barrier_across(rng: np.random.Generator, scene: Scene, world: WorldConfig, e
     barrier = tuple(float(v) for v in barrier)
     bounds = np.array([bounding_radius(obj.shape, obj.size) for obj in scene.objects])
     starts = np.array([[obj.x0, obj.y0] for obj in scene.objects])
-    clear = bounds + BARRIER_THICKNESS / 2 + 1.0
-    if (segment_distance(starts, barrier) <= clear).any():
+    if not clear_of_barrier(starts, bounds, barrier).all():
         return None
-    if (segment_distance(free[: event + 1], barrier) <= clear[0]).any():
+    if not clear_of_barrier(free[: event + 1], bounds[0], barrier).all():
         return None  # object 0 would meet the bar before the event (the twins must agree until then)
     return replace(scene, barrier=barrier)
 
