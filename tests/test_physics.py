@@ -19,9 +19,13 @@ from vjepa.config import ConfigError, load_config
 from vjepa.data import DataError
 from vjepa.world.physics import DISC, ObjectSpec, Scene, simulate
 from vjepa.world.render import BACKGROUND, BARRIER
-from vjepa.world.voe import BALANCED, PROPERTIES, VoEConfig, generate_voe, make_balanced_set, make_twins, violation
+from vjepa.world.voe import (
+    BALANCED, PROPERTIES, VoEConfig, balanced_properties, generate_voe, make_balanced_set, make_twins, make_wall_set,
+    violation,
+)
 
 TINY_WORLD = ["world.frames=16", "world.size=32", "world.object_size=[2.0,5.0]"]
+IN_SETS = balanced_properties(VoEConfig())  # the properties the default recipe writes as sets of four
 
 
 def voe_config(output, *overrides: str) -> VoEConfig:
@@ -107,6 +111,25 @@ def test_solidity_through_a_wall_places_the_bar_across_object_0s_path(tmp_path):
         assert not np.array_equal(possible[event:], impossible[event:])
 
 
+def test_solidity_set_crosses_the_bar_with_the_motion(tmp_path):
+    cfg = voe_config(tmp_path)
+    assert IN_SETS == (*BALANCED, "solidity") and balanced_properties(voe_config(tmp_path, "solidity=object")) == BALANCED
+    assert balanced_properties(voe_config(tmp_path, "balanced=false")) == ()
+    for index in range(3):
+        ((bounce, through), (straight, turn)), event = make_wall_set(cfg, index)
+        bar = (bounce[0] == BARRIER).all(-1)
+        assert bar.sum() >= 8 and (through[0][bar] == BARRIER).all()
+        assert not (straight == BARRIER).all(-1).any() and not (turn == BARRIER).all(-1).any()  # B has no bar
+        for possible, impossible in ((bounce, through), (straight, turn)):  # twins: the same until the event
+            assert np.array_equal(possible[:event], impossible[:event])
+            assert np.abs(possible[event:].astype(int) - impossible[event:].astype(int)).max() >= 64
+        # each impossible clip is the other pair's possible motion with this pair's bar: off the bar, the same pixels
+        footprint = (bounce[0] != straight[0]).any(-1)  # the bar as drawn (edges included): at the start, all it changes
+        assert footprint.sum() >= bar.sum()
+        for barred, unbarred in ((through, straight), (bounce, turn)):
+            assert np.array_equal(barred[:, ~footprint], unbarred[:, ~footprint])
+
+
 def test_solidity_through_objects_needs_a_second_object_and_names_the_key(tmp_path):
     possible, impossible, event = make_twins(voe_config(tmp_path, "solidity=object"), "solidity", 0)
     assert np.array_equal(possible[:event], impossible[:event]) and not np.array_equal(possible[event:], impossible[event:])
@@ -134,7 +157,7 @@ def test_balanced_sets_in_the_table_pair_a_and_b_both_ways(tiny_voe):
                 assert np.array_equal(frames[imp][:event], frames[before][:event])
                 assert np.abs(frames[imp][event:] - frames[after][event:]).mean() < 2.0
                 assert np.abs(frames[imp][event:] - frames[before][event:]).max() >= 32
-    assert all(r["set"] == "" for r in rows if r["property"] not in BALANCED)
+    assert all(r["set"] == "" for r in rows if r["property"] not in IN_SETS)
 
 
 def test_same_seed_gives_the_same_files(tiny_voe, tmp_path):
@@ -163,7 +186,7 @@ def test_voe_table_has_one_possible_and_one_impossible_clip_per_group(tiny_voe):
         reader = csv.DictReader(f)
         rows = list(reader)
     assert reader.fieldnames == ["path", "group", "possible", "property", "event_frame", "set"]
-    assert len(rows) == 2 * sum(4 if p in BALANCED else 2 for p in PROPERTIES)  # 2 sets per property
+    assert len(rows) == 2 * sum(4 if p in IN_SETS else 2 for p in PROPERTIES)  # 2 sets per property
     for group in {r["group"] for r in rows}:
         members = [r for r in rows if r["group"] == group]
         assert sorted(r["possible"] for r in members) == ["0", "1"]
@@ -212,7 +235,7 @@ def test_balanced_sets_give_a_frame_statistic_chance_and_a_tracker_full_marks(ti
     clips = read_voe_table(str(tiny_voe / "voe.csv"))
     sets = matched_sets(clips)
     assert {p: len(s) for p, s in sets.items()} == {p: 2 for p in PROPERTIES}
-    assert all(len(ok) == len(bad) == (2 if p in BALANCED else 1) for p in PROPERTIES for ok, bad in sets[p])
+    assert all(len(ok) == len(bad) == (2 if p in IN_SETS else 1) for p in PROPERTIES for ok, bad in sets[p])
     # clips 0-3: permanence set 0 as written: A possible, A-then-B impossible, B possible, B-then-A impossible
     assert [Path(c.path).stem for c in clips[:4]] == [f"permanence_0000{k}" for k in
                                                       ("a_possible", "a_impossible", "b_possible", "b_impossible")]
@@ -225,6 +248,22 @@ def test_balanced_sets_give_a_frame_statistic_chance_and_a_tracker_full_marks(ti
     # a tracker, surprised by the vanishing and by the appearing, passes the set
     tracker = np.array([0.3, 0.4, 0.1, 0.9])
     assert set_outcomes(tracker, sets["permanence"][:1]).tolist() == [1.0]
+    # solidity: A = bar (bounce, through), B = no bar (straight, turn). A predictor of straight-line motion, surprised
+    # by any turn, calls A wrong (the bounce surprises it) and B right: the set ties it, as it ties a score of the
+    # bar alone; a model that expects the bar, and only the bar, to turn the object passes
+    solidity = sets["solidity"][0]
+    assert [Path(clips[i].path).stem.removeprefix("solidity_0000") for i in (*solidity[0], *solidity[1])] == [
+        "a_possible", "b_possible", "a_impossible", "b_impossible"]
+    members = {Path(clips[i].path).stem.removeprefix("solidity_0000"): i for i in (*solidity[0], *solidity[1])}
+    inertia = np.zeros(len(clips))
+    inertia[[members["a_possible"], members["b_impossible"]]] = 0.9  # the two clips that turn
+    assert set_outcomes(inertia, [solidity]).tolist() == [0.5]
+    bar_only = np.zeros(len(clips))
+    bar_only[[members["a_possible"], members["a_impossible"]]] = 0.9
+    assert set_outcomes(bar_only, [solidity]).tolist() == [0.5]
+    walls = np.full(len(clips), 0.1)
+    walls[[members["a_impossible"], members["b_impossible"]]] = 0.9  # through the bar, or turning at nothing
+    assert set_outcomes(walls, [solidity]).tolist() == [1.0]
 
 
 def test_seeds_are_averaged_per_pair(tiny_voe):
@@ -280,7 +319,7 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
         for prop, e in model["properties"].items():
             assert 0 <= e["ci"][0] <= e["accuracy"] <= e["ci"][1] <= 1 and 0 <= e["auroc"] <= 1
             assert 0 <= e["relative_ci"][0] <= e["relative_accuracy"] <= e["relative_ci"][1] <= 1
-            assert e["sets"] == 2 and e["pairs"] == (4 if prop in BALANCED else 2)
+            assert e["sets"] == 2 and e["pairs"] == (4 if prop in IN_SETS else 2)
         assert model["mean_accuracy"] == pytest.approx(np.mean([e["accuracy"] for e in model["properties"].values()]))
     margins = metrics["margins"]["jepa"]["random"]
     for prop, e in margins.items():  # jepa minus the mean over random's seeds, per property
@@ -295,7 +334,7 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
     assert by_mean["other_scores"]["max"]["models"] == metrics["models"]
     with open(tmp_path / "surprise.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 3 * 32  # jepa + 2 random seeds, 32 clips
+    assert len(rows) == 3 * 36  # jepa + 2 random seeds, 36 clips (2 sets per property, four clips in 4 of 5)
     curve = rows[0]["curve"].split(" ")
     assert len(curve) == 4 and curve[:2] == ["", ""] and float(rows[0]["max"]) >= float(rows[0]["mean"]) > 0
     for name in ("accuracy.png", "surprise_curves.png", "report.md", "config.yaml"):

@@ -22,8 +22,18 @@ B-then-A at the event. The impossible clips then show exactly the frames of the 
 only in an order physics forbids, and any frame-by-frame statistic cancels within the set. The
 set is written as two twin groups (A with A-then-B, B with B-then-A) that share the `set` column.
 Object 0 must not touch another object in A or B (else hiding or moving it would change how the
-others move), and a scene where it does is redrawn. Gravity and solidity change the motion
-itself, so they stay single twin pairs.
+others move), and a scene where it does is redrawn.
+
+Solidity through a wall has the same bias the other way round: the possible twin bounces, a turn
+a predictor of straight-line motion misses, while the impossible twin glides on as if nothing
+were there, so a model that knows inertia but not walls calls most pairs wrong. Its balanced set
+crosses the bar (drawn or not) with the motion (bouncing off it or going straight on): possible
+are the bar with the bounce (A) and no bar with the straight run (B); impossible are the bar with
+the straight run (passing through it) and no bar with the bounce (turning at nothing). Each
+impossible clip has one possible clip's bar and the other's motion, so a statistic of the motion
+alone, or of the bar alone, cancels within the set. The scene is redrawn if another object meets
+the bar (else the straight run with and without the bar would differ in more than the bar).
+Gravity changes the motion itself and stays a single twin pair, as does solidity through objects.
 
 A scene where the violation would not show (say, a vanishing object already at rest under
 another) is redrawn from the group's generator, so every impossible twin differs visibly.
@@ -34,6 +44,7 @@ Layout under `cfg.output`:
     config.yaml                                      the resolved config
     videos/gravity_0003_possible.mp4, ..._impossible.mp4
     videos/permanence_0003a_possible.mp4, ..._impossible.mp4, permanence_0003b_...   (a balanced set)
+    videos/solidity_0003a_...  (with the bar: bounce / through), solidity_0003b_...  (without: straight / turn)
     voe.csv                                          `path,group,possible,property,event_frame,set`
 """
 from __future__ import annotations
@@ -60,12 +71,12 @@ from vjepa.world.render import render_frames
 from vjepa.world.video import write_video
 
 PROPERTIES = ("permanence", "continuity", "gravity", "solidity", "colour_constancy")
-BALANCED = ("permanence", "continuity", "colour_constancy")  # violations that swap what is drawn: balanced sets
+BALANCED = ("permanence", "continuity", "colour_constancy")  # violations that swap what is drawn: balanced by splices
 TABLE_COLUMNS = ("path", "group", "possible", "property", "event_frame", "set")
 MIN_UPWARD_GRAVITY = 100.0  # px/s^2: a barely-reversed weak gravity would hardly show in 32 frames
 VISIBLE_CHANGE = 64  # a twin pair must differ by at least this much (0..255) at some pixel after the event
 UNTOUCHED = 0.05  # px: the other objects of a balanced set move the same with and without object 0
-MAX_TRIES = 50
+MAX_TRIES = 200  # scenes drawn per set before giving up (solidity through a wall: 13 a set on average in configs/world/voe.yaml)
 DEEP = 0.5  # solidity: object 0's centre passes within this fraction of the two sizes' sum of another's centre
 # collision filters of the solidity violation: pymunk lets two shapes collide when each one's mask has a bit
 # of the other's categories, so object 0 (GHOST) misses the other objects (SOLID) and still meets the walls
@@ -86,12 +97,19 @@ class VoEConfig:
     output: str = "runs/voe"
     seed: int = 0
     groups_per_property: int = 50  # sets per property: a twin pair, or a balanced set of two pairs
-    balanced: bool = True  # permanence, continuity and colour_constancy as IntPhys-style balanced sets of four clips
+    balanced: bool = True  # permanence, continuity, colour_constancy and solidity (wall) as balanced sets of four clips
     properties: List[str] = field(default_factory=lambda: list(PROPERTIES))
     event: Tuple[float, float] = (0.35, 0.6)  # event frame drawn uniformly in this fraction of the clip
     solidity: str = "wall"  # what object 0 passes through: a barrier across its path ("wall") or other objects ("object")
     # scenes, frames, fps and size as `vjepa world` makes them; its output, num_train, num_val and workers are unused
     world: WorldConfig = field(default_factory=_voe_world)
+
+
+def balanced_properties(cfg: VoEConfig) -> tuple[str, ...]:
+    """The properties that `cfg` writes as balanced sets of four clips."""
+    if not cfg.balanced:
+        return ()
+    return BALANCED + (("solidity",) if cfg.solidity == "wall" else ())
 
 
 def validate_voe_config(cfg: VoEConfig) -> None:
@@ -169,13 +187,28 @@ def violation(prop: str, scene: Scene, event: int, fps: int) -> tuple[Optional[O
     raise ValueError(f"unknown property {prop!r}; expected one of {', '.join(PROPERTIES)}")
 
 
+def _set_rng(cfg: VoEConfig, prop: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([cfg.seed, PROPERTIES.index(prop), index])
+
+
+def _draw(rng: np.random.Generator, cfg: VoEConfig) -> tuple[Scene, int]:
+    """A scene as `vjepa world` samples them and its event frame."""
+    world = cfg.world
+    scene = sample_scene(rng, world)
+    return scene, int(rng.integers(round(cfg.event[0] * world.frames), round(cfg.event[1] * world.frames) + 1))
+
+
+def _shows(first: np.ndarray, second: np.ndarray, event: int) -> bool:
+    """Whether two renders differ visibly somewhere from the event on."""
+    return bool(np.abs(first[event:].astype(np.int16) - second[event:].astype(np.int16)).max() >= VISIBLE_CHANGE)
+
+
 def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Rendered frames [T, H, W, 3] of the possible and the impossible twin of one group, and the event frame."""
     world = cfg.world
-    rng = np.random.default_rng([cfg.seed, PROPERTIES.index(prop), index])
+    rng = _set_rng(cfg, prop, index)
     for _ in range(MAX_TRIES):
-        scene = sample_scene(rng, world)
-        event = int(rng.integers(round(cfg.event[0] * world.frames), round(cfg.event[1] * world.frames) + 1))
+        scene, event = _draw(rng, cfg)
         if prop == "solidity":  # one thing to pass through: the barrier placed across object 0's path, or objects
             scene = replace(scene, barrier=None)
             if cfg.solidity == "wall":
@@ -189,8 +222,7 @@ def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.nd
             continue  # a graze or a resting contact would hardly show
         possible = render_frames(scene, simulate(scene, world.frames, world.fps, world.substeps), world.size)
         impossible = render_frames(scene, trajectory, world.size)
-        change = np.abs(possible[event:].astype(np.int16) - impossible[event:].astype(np.int16)).max()
-        if change >= VISIBLE_CHANGE:
+        if _shows(possible, impossible, event):
             return possible, impossible, event
     hint = ("object 0 must run into another object after the event: raise world.max_objects or world.speed, or set solidity=wall"
             if prop == "solidity" and cfg.solidity == "object" else "raise world.object_size or world.speed, or the voe config's event range")
@@ -276,10 +308,9 @@ def make_balanced_set(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray
 
     The set's impossible clips are the splices A[:event] + B[event:] and B[:event] + A[event:]."""
     world = cfg.world
-    rng = np.random.default_rng([cfg.seed, PROPERTIES.index(prop), index])
+    rng = _set_rng(cfg, prop, index)
     for _ in range(MAX_TRIES):
-        scene = sample_scene(rng, world)
-        event = int(rng.integers(round(cfg.event[0] * world.frames), round(cfg.event[1] * world.frames) + 1))
+        scene, event = _draw(rng, cfg)
         first = simulate(scene, world.frames, world.fps, world.substeps)
         second = second_possible(prop, scene, first, world)
         if second is None:
@@ -289,10 +320,40 @@ def make_balanced_set(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray
             if np.linalg.norm(first.position[event, 0] - second.position[event, 0]) < 2 * bound + 2:
                 continue
         a, b = render_frames(scene, first, world.size), render_frames(scene, second, world.size)
-        if np.abs(a[event:].astype(np.int16) - b[event:].astype(np.int16)).max() >= VISIBLE_CHANGE:
+        if _shows(a, b, event):
             return a, b, event
     raise RuntimeError(f"{prop} set {index}: no scene in {MAX_TRIES} where object 0 moves alone and its change shows; "
                        "lower world.max_objects or raise world.size, or set balanced=false")
+
+
+def make_wall_set(cfg: VoEConfig, index: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """A balanced solidity set, as twin pairs (possible, impossible) of frames [T, H, W, 3], and the event frame.
+
+    A: the bar drawn; object 0 bounces off it (possible) or passes through it (impossible).
+    B: no bar; object 0 goes straight on (possible) or turns where the bar would be (impossible)."""
+    world = cfg.world
+    rng = _set_rng(cfg, "solidity", index)
+    for _ in range(MAX_TRIES):
+        scene, event = _draw(rng, cfg)
+        scene = barrier_across(rng, replace(scene, barrier=None), world, event)
+        if scene is None:
+            continue
+        through = simulate(scene, world.frames, world.fps, world.substeps, violation("solidity", scene, event, world.fps)[0])
+        if not _passes_through(scene, through, event):
+            continue
+        open_scene = replace(scene, barrier=None)
+        straight = simulate(open_scene, world.frames, world.fps, world.substeps)
+        if np.abs(straight.position - through.position).max() > UNTOUCHED:
+            continue  # another object meets the bar: without it, more than the bar would change
+        bounce = simulate(scene, world.frames, world.fps, world.substeps)  # `through` until the event, exactly
+        # B's straight run is drawn from `through`, which it matches (checked above): the set's two motions are then
+        # the same trajectories with and without the bar, and B's twins agree exactly up to the event, as A's do
+        barred = render_frames(scene, bounce, world.size), render_frames(scene, through, world.size)
+        unbarred = render_frames(open_scene, through, world.size), render_frames(open_scene, bounce, world.size)
+        if _shows(*barred, event) and _shows(*unbarred, event):
+            return [barred, unbarred], event
+    raise RuntimeError(f"solidity set {index}: no scene in {MAX_TRIES} where object 0 alone meets the bar and passes "
+                       "through it visibly; lower world.max_objects or raise world.speed, or set balanced=false")
 
 
 # --------------------------------------------------------------------------- the data set
@@ -301,7 +362,10 @@ def make_balanced_set(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray
 def write_group(cfg: VoEConfig, prop: str, index: int) -> list[dict]:
     """Write one twin pair, or (for a balanced property) a balanced set of two; return their table rows."""
     name = f"{prop}_{index:04d}"
-    if cfg.balanced and prop in BALANCED:
+    if prop == "solidity" and prop in balanced_properties(cfg):
+        (barred, open_), event = make_wall_set(cfg, index)
+        twins, matched = [(f"{name}a", *barred), (f"{name}b", *open_)], name
+    elif prop in balanced_properties(cfg):
         a, b, event = make_balanced_set(cfg, prop, index)
         twins = [(f"{name}a", a, np.concatenate([a[:event], b[event:]])),
                  (f"{name}b", b, np.concatenate([b[:event], a[event:]]))]
