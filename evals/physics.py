@@ -15,9 +15,10 @@ clips identical up to an event. Per property:
   clip is the less surprising (ties count one half), with a bootstrap 95% interval over pairs;
 - relative accuracy, IntPhys's: the fraction of matched sets whose possible clips are less
   surprising in total than their impossible ones. Groups that share a `set` form one set (a
-  balanced set of `vjepa voe`: its impossible clips show the same frames as its possible ones, so a
-  frame-by-frame statistic cannot pass it); a group without one is its own set, where this equals
-  the pairwise accuracy;
+  balanced set of `vjepa voe`: its impossible clips are made of its possible ones' parts, the same
+  frames in an order physics forbids, or for solidity one's bar with the other's motion, so a
+  statistic of the parts alone cannot pass it); a group without one is its own set, where this
+  equals the pairwise accuracy;
 - the AUROC of the score separating impossible from possible clips.
 Random-init models (several seeds) measure chance on the same clips, and the first model's margin over
 each other model (accuracy minus accuracy, per property) gets a paired bootstrap interval over the
@@ -351,8 +352,9 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "Models with several seeds (random init) show the mean over seeds: chance as this test measures it.",
         "",
         "Relative accuracy (IntPhys): the matched sets whose possible clips are less surprising in total than their "
-        "impossible ones [bootstrap 95% interval]. A balanced set's impossible clips show the same frames as its "
-        "possible ones in an order physics forbids; a twin pair is a set of two.",
+        "impossible ones [bootstrap 95% interval]. A balanced set's impossible clips are made of its possible ones' "
+        "parts (the same frames in an order physics forbids; for `vjepa voe`'s solidity, one's bar with the other's "
+        "motion); a twin pair is a set of two.",
         "",
         markdown_table(["property", "sets", *models], relative),
         "",
