@@ -26,7 +26,7 @@ others move), and a scene where it does is redrawn.
 
 Solidity through a wall has the same bias the other way round: the possible twin bounces, a turn
 a predictor of straight-line motion misses, while the impossible twin glides on as if nothing
-were there, so a model that knows inertia but not walls calls most pairs wrong. Its balanced set
+were there, so the twin pair favours a model that knows inertia but not walls. Its balanced set
 crosses the bar (drawn or not) with the motion (bouncing off it or going straight on): possible
 are the bar with the bounce (A) and no bar with the straight run (B); impossible are the bar with
 the straight run (passing through it) and no bar with the bounce (turning at nothing). Each
