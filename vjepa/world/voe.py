@@ -362,17 +362,17 @@ def make_wall_set(cfg: VoEConfig, index: int) -> tuple[list[tuple[np.ndarray, np
 def write_group(cfg: VoEConfig, prop: str, index: int) -> list[dict]:
     """Write one twin pair, or (for a balanced property) a balanced set of two; return their table rows."""
     name = f"{prop}_{index:04d}"
-    if prop == "solidity" and prop in balanced_properties(cfg):
-        (barred, open_), event = make_wall_set(cfg, index)
-        twins, matched = [(f"{name}a", *barred), (f"{name}b", *open_)], name
-    elif prop in balanced_properties(cfg):
+    if prop not in balanced_properties(cfg):
+        possible, impossible, event = make_twins(cfg, prop, index)
+        twins, matched = [(name, possible, impossible)], ""
+    elif prop == "solidity":
+        (barred, unbarred), event = make_wall_set(cfg, index)
+        twins, matched = [(f"{name}a", *barred), (f"{name}b", *unbarred)], name
+    else:
         a, b, event = make_balanced_set(cfg, prop, index)
         twins = [(f"{name}a", a, np.concatenate([a[:event], b[event:]])),
                  (f"{name}b", b, np.concatenate([b[:event], a[event:]]))]
         matched = name
-    else:
-        possible, impossible, event = make_twins(cfg, prop, index)
-        twins, matched = [(name, possible, impossible)], ""
     rows = []
     for group, possible, impossible in twins:
         for is_possible, frames in ((1, possible), (0, impossible)):
