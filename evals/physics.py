@@ -1,13 +1,21 @@
 """`vjepa physics`: violation of expectation, scored by how surprised the world model is.
 
 Surprise, after Garrido et al. (2025), "Intuitive physics understanding emerges from
-self-supervised pretraining on natural videos": slide a window over the clip's time slots; for
-each context length c in `context_slots` and each slot t >= c, the predictor (with its `future`
-mask token) predicts slot t from the c real slots before it, and the L1 error to the target
-encoder's layer-normed features of slot t is the surprise at t for that c. A clip's surprise
-curve averages the context lengths; its score is the curve's max (or mean, `score`) from the
-first slot the event reaches on (`from_event`; twins are identical before it, so earlier slots can
-only tie), or over the whole curve for clips without an `event_frame`.
+self-supervised pretraining on natural videos": the predictor (with its `future` mask token)
+predicts time slots from the real slots before them, and the L1 error to the target encoder's
+layer-normed features of a slot is the surprise at that slot. Which pasts it predicts from
+(`context`):
+- `prefix` (the default): for each k in `context_slots`, the clip's first k slots predict every
+  later slot at once. This is exactly what the `future` mask trains (the first k slots as context,
+  all later ones as targets), so every prediction is one the predictor has learnt to make.
+  Garrido et al. slide a window over a longer video, but each window is a clip of its own whose
+  positions start at 0: in the model's coordinates that is a prefix too.
+- `sliding`: for each window length c in `context_slots` and each slot t >= c, the c slots just
+  before t predict slot t. Here the windows keep their place in the clip, so a window that does
+  not start at slot 0 is a context the `future` mask never showed the predictor.
+A clip's surprise curve averages the predictions of each slot; its score is the curve's max (or
+mean, `score`) from the first slot the event reaches on (`from_event`; twins are identical before
+it, so earlier slots can only tie), or over the whole curve for clips without an `event_frame`.
 
 Each group of a VoE table (`path,group,possible,property`, optional `event_frame` and `set`) holds
 clips identical up to an event. Per property:
@@ -57,6 +65,7 @@ log = logging.getLogger("vjepa.physics")
 
 REQUIRED_COLUMNS = ("path", "group", "possible", "property")
 SCORES = ("max", "mean")
+CONTEXTS = ("prefix", "sliding")
 
 
 @dataclass
@@ -67,7 +76,10 @@ class PhysicsConfig:
     table: str = MISSING  # VoE table: CSV `path,group,possible,property[,event_frame][,set]`, paths relative to it
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    context_slots: List[int] = field(default_factory=lambda: [2, 3, 4])  # context lengths of the sliding windows
+    # prefix: the clip's first k slots predict all later ones, k in context_slots (what the `future` mask trains);
+    # sliding: the c slots just before each slot predict it, c in context_slots (windows keep their place in the clip)
+    context: str = "prefix"
+    context_slots: List[int] = field(default_factory=lambda: [2, 3, 4])  # prefix lengths, or sliding window lengths
     score: str = "max"  # max | mean of a clip's surprise curve
     # score from the first time slot the event reaches (tables with event_frame); false: the whole curve
     from_event: bool = True
@@ -155,14 +167,20 @@ def matched_sets(clips: list[VoEClip]) -> dict[str, list[tuple[list[int], list[i
 
 
 @torch.no_grad()
-def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int]) -> torch.Tensor:
-    """[B, T] surprise per time slot, averaged over context lengths; NaN where no window ends."""
+def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int], context: str = "prefix") -> torch.Tensor:
+    """[B, T] surprise per time slot, averaged over its predictions (`context`: prefix or sliding); NaN where none."""
     num_slots = model.grid[0]
     real = model.target_slots(clips)
     total = torch.zeros(clips.size(0), num_slots)
     count = torch.zeros(num_slots)
     for c in lengths:
-        for t in range(c, num_slots):
+        if context == "prefix":  # the first c slots predict every later one, as the future mask trains
+            past, later = range(c), range(c, num_slots)
+            pred = model.predict_slots(model.context_slots(clips, past), past, later)
+            total[:, c:] += slot_l1(pred, real[:, c:]).cpu()
+            count[c:] += 1
+            continue
+        for t in range(c, num_slots):  # sliding: the c slots just before t predict t
             window = range(t - c, t)
             pred = model.predict_slots(model.context_slots(clips, window), window, [t])
             total[:, t] += slot_l1(pred, real[:, t:t + 1])[:, 0].cpu()
@@ -346,8 +364,8 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
     lines = [
         "# Violation of expectation",
         "",
-        f"{metrics['videos']} clips of `{cfg.table}`. Surprise: the predictor's L1 error on each time slot from the "
-        f"{', '.join(map(str, cfg.context_slots))} slots before it, averaged; a clip scores its {cfg.score} surprise"
+        f"{metrics['videos']} clips of `{cfg.table}`. Surprise: the predictor's L1 error on each time slot "
+        f"{context_words(cfg)}, averaged; a clip scores its {cfg.score} surprise"
         f"{' from the first slot the event reaches on (twins are identical before it)' if cfg.from_event else ''}. "
         "Models with several seeds (random init) show the mean over seeds: chance as this test measures it.",
         "",
@@ -373,6 +391,15 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def context_words(cfg: PhysicsConfig) -> str:
+    """How the report says which pasts predicted each slot."""
+    lengths = ", ".join(map(str, cfg.context_slots))
+    if cfg.context == "prefix":
+        return (f"predicted from the clip's first {lengths} slots (each prefix predicts every later slot at once, as "
+                f"the `future` mask trains it)")
+    return f"predicted from the {lengths} slots just before it (sliding windows that keep their place in the clip)"
 
 
 def margins_section(metrics: dict, cfg: PhysicsConfig) -> list[str]:
@@ -420,6 +447,8 @@ def other_scores_section(metrics: dict) -> list[str]:
 def check_config(cfg: PhysicsConfig, num_slots: int) -> None:
     if cfg.score not in SCORES:
         raise ValueError(f"score={cfg.score!r}: expected one of {', '.join(SCORES)}")
+    if cfg.context not in CONTEXTS:
+        raise ValueError(f"context={cfg.context!r}: expected one of {', '.join(CONTEXTS)}")
     if not cfg.context_slots or not all(1 <= c < num_slots for c in cfg.context_slots):
         raise ValueError(f"context_slots={list(cfg.context_slots)}: each must lie in [1, {num_slots - 1}] for clips of "
                          f"{num_slots} time slots")
@@ -449,7 +478,7 @@ def clip_surprises(models: list[WorldModel], clips: list[VoEClip], cfg: PhysicsC
         frames = torch.stack([read_clip_from_start(c.path, arch.data.frames_per_clip, arch.data.frame_step, transform)
                               for c in batch]).to(device)
         for model, curves in zip(models, out):
-            curves.append(surprise_curves(model, frames, list(cfg.context_slots)).numpy())
+            curves.append(surprise_curves(model, frames, list(cfg.context_slots), cfg.context).numpy())
         bar.update(len(batch))
     bar.close()
     return [np.concatenate(c) for c in out]
@@ -484,7 +513,8 @@ def main(cfg: PhysicsConfig) -> dict:
     metrics: dict = score_metrics(names, models, curves, cfg.score, starts, clips, pairs, sets, cfg)
     metrics["other_scores"] = {score: score_metrics(names, models, curves, score, starts, clips, pairs, sets, cfg)
                                for score in SCORES if score != cfg.score}
-    metrics.update(score=cfg.score, from_event=cfg.from_event, context_slots=list(cfg.context_slots), videos=len(clips),
+    metrics.update(score=cfg.score, from_event=cfg.from_event, context=cfg.context,
+                   context_slots=list(cfg.context_slots), videos=len(clips),
                    timing={"surprise_s": elapsed})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_surprises(out / "surprise.csv", models, curves, clips, cfg.score)

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import REPO
 from evals.physics import (
     PhysicsConfig, auroc, clip_scores, event_slot, main, matched_sets, pair_outcomes, property_margins,
-    VoEClip, property_metrics, read_voe_table, set_outcomes,
+    VoEClip, property_metrics, read_voe_table, set_outcomes, surprise_curves,
 )
 from evals.stats import bootstrap_ci
+from evals.worldmodel import WorldModelSource, build_world_models, slot_l1
 from vjepa.config import ConfigError, load_config
 from vjepa.data import DataError
 from vjepa.world.physics import DISC, ObjectSpec, Scene, simulate
@@ -300,6 +302,30 @@ def test_margin_is_the_difference_of_accuracies_on_the_same_pairs():
     assert lo < 0 < hi
 
 
+# --------------------------------------------------------------------------- surprise curves
+
+
+def test_prefix_surprise_averages_what_the_future_mask_trains(tiny_checkpoint):
+    (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
+    torch.manual_seed(0)
+    clips = torch.randn(2, 3, 8, 32, 32)  # 4 time slots
+    real = model.target_slots(clips)
+
+    def from_prefix(k: int) -> torch.Tensor:  # the first k slots predict all later ones at once, [B, 4 - k]
+        return slot_l1(model.predict_slots(model.context_slots(clips, range(k)), range(k), range(k, 4)), real[:, k:])
+
+    curves = surprise_curves(model, clips, [1, 2], "prefix")
+    one, two = from_prefix(1), from_prefix(2)
+    assert torch.isnan(curves[:, 0]).all()
+    assert curves[:, 1] == pytest.approx(one[:, 0], rel=1e-5)  # only the 1-slot prefix reaches slot 1
+    assert curves[:, 2:] == pytest.approx((one[:, 1:] + two) / 2, rel=1e-5)
+    # sliding windows keep their place in the clip: slot 3 from slots 1-2 alone, not from the prefix 0-2
+    sliding = surprise_curves(model, clips, [2], "sliding")
+    window = slot_l1(model.predict_slots(model.context_slots(clips, [1, 2]), [1, 2], [3]), real[:, 3:])
+    assert sliding[:, 3] == pytest.approx(window[:, 0], rel=1e-5)
+    assert (sliding[:, 3] - surprise_curves(model, clips, [2], "prefix")[:, 3]).abs().max() > 1e-4
+
+
 # --------------------------------------------------------------------------- end to end and bad input
 
 
@@ -339,6 +365,11 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
     assert len(curve) == 4 and curve[:2] == ["", ""] and float(rows[0]["max"]) >= float(rows[0]["mean"]) > 0
     for name in ("accuracy.png", "surprise_curves.png", "report.md", "config.yaml"):
         assert (tmp_path / name).is_file()
+
+
+def test_unknown_context_names_the_key(tiny_voe, tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="context='window'"):
+        main(physics_config(tiny_voe, tiny_checkpoint, tmp_path, "context=window"))
 
 
 def test_table_naming_a_missing_video_is_a_clear_error(tmp_path):
