@@ -174,17 +174,14 @@ def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int], 
     total = torch.zeros(clips.size(0), num_slots)
     count = torch.zeros(num_slots)
     for c in lengths:
-        if context == "prefix":  # the first c slots predict every later one, as the future mask trains
-            past, later = range(c), range(c, num_slots)
+        # prefix: the first c slots predict every later one, as the future mask trains;
+        # sliding: the c slots just before each slot t >= c predict t
+        contexts = [(range(c), range(c, num_slots))] if context == "prefix" else \
+            [(range(t - c, t), range(t, t + 1)) for t in range(c, num_slots)]
+        for past, later in contexts:
             pred = model.predict_slots(model.context_slots(clips, past), past, later)
-            total[:, c:] += slot_l1(pred, real[:, c:]).cpu()
-            count[c:] += 1
-            continue
-        for t in range(c, num_slots):  # sliding: the c slots just before t predict t
-            window = range(t - c, t)
-            pred = model.predict_slots(model.context_slots(clips, window), window, [t])
-            total[:, t] += slot_l1(pred, real[:, t:t + 1])[:, 0].cpu()
-            count[t] += 1
+            total[:, later.start:later.stop] += slot_l1(pred, real[:, later.start:later.stop]).cpu()
+            count[later.start:later.stop] += 1
     return total / count.where(count > 0, torch.tensor(float("nan")))
 
 
