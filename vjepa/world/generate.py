@@ -60,6 +60,7 @@ class WorldConfig:
     box_prob: float = 0.5
     occluder_prob: float = 0.25
     wall_prob: float = 0.5  # chance of a barrier: a dark static bar inside the box that objects bounce off
+    wall_aim: float = 0.0  # chance that a barrier stands across an object's path (it runs into it), else anywhere
     workers: int = 2
 
 
@@ -81,7 +82,7 @@ def validate_world_config(cfg: WorldConfig) -> None:
     for key in ("mass", "object_size"):
         check(getattr(cfg, key)[0] > 0, key, "must be positive")
     check(cfg.elasticity[1] <= 1, "elasticity", "above 1 would add energy at every bounce")
-    for key in ("box_prob", "occluder_prob", "wall_prob"):
+    for key in ("box_prob", "occluder_prob", "wall_prob", "wall_aim"):
         check(0 <= getattr(cfg, key) <= 1, key, "is a probability, between 0 and 1")
     # a rotated box needs its diagonal's room; an object must fit between the walls
     check(2 * math.sqrt(2) * cfg.object_size[1] < cfg.size, "object_size", f"the largest object must fit in a {cfg.size}px box")

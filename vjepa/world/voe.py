@@ -64,7 +64,7 @@ from tqdm import tqdm
 from vjepa.config import ConfigError, save_config
 from vjepa.world.generate import WorldConfig, validate_world_config, write_atomic
 from vjepa.world.physics import (
-    BARRIER_CATEGORY, BARRIER_LENGTH, OnFrame, Scene, Trajectory, bounding_radius, clear_of_barrier,
+    BARRIER_CATEGORY, BARRIER_LENGTH, OnFrame, Scene, Trajectory, bar_across, bounding_radius, clear_of_barrier,
     sample_scene, segment_distance, simulate,
 )
 from vjepa.world.render import render_frames
@@ -239,13 +239,7 @@ def barrier_across(rng: np.random.Generator, scene: Scene, world: WorldConfig, e
     free = simulate(scene, min(hit + 2, world.frames), world.fps, world.substeps).position[:, 0]  # [T, 2]
     if hit + 1 >= len(free):
         return None
-    (x, y), (vx, vy) = free[hit], free[hit + 1] - free[hit - 1]
-    half = 0.5 * rng.uniform(*BARRIER_LENGTH) * scene.size
-    if abs(vx) >= abs(vy):
-        barrier = (x, max(y - half, 0.0), x, min(y + half, float(scene.size)))
-    else:
-        barrier = (max(x - half, 0.0), y, min(x + half, float(scene.size)), y)
-    barrier = tuple(float(v) for v in barrier)
+    barrier = bar_across(free[hit], free[hit + 1] - free[hit - 1], rng.uniform(*BARRIER_LENGTH) * scene.size, scene.size)
     bounds = np.array([bounding_radius(obj.shape, obj.size) for obj in scene.objects])
     starts = np.array([[obj.x0, obj.y0] for obj in scene.objects])
     if not clear_of_barrier(starts, bounds, barrier).all():
