@@ -34,7 +34,8 @@ same sets and pairs: whether it is above the random-init band, answered by one i
 
 The run folder gets metrics.json (keyed by model; the same metrics with the other score under
 `other_scores`), surprise.csv (every clip's curve, mean and max), accuracy.png,
-surprise_curves.png, report.md and config.yaml.
+surprise_curves.png, surprise_maps.png (the same pairs' surprise per token, over their frames),
+report.md and config.yaml.
 """
 from __future__ import annotations
 
@@ -53,7 +54,6 @@ from omegaconf import MISSING, OmegaConf
 from evals.stats import bootstrap_ci
 from evals.worldmodel import (
     WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, read_clip_from_start,
-    slot_l1,
 )
 from vjepa.config import save_config
 from vjepa.data import DataError
@@ -167,11 +167,12 @@ def matched_sets(clips: list[VoEClip]) -> dict[str, list[tuple[list[int], list[i
 
 
 @torch.no_grad()
-def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int], context: str = "prefix") -> torch.Tensor:
-    """[B, T] surprise per time slot, averaged over its predictions (`context`: prefix or sliding); NaN where none."""
+def token_surprise(model: WorldModel, clips: torch.Tensor, lengths: List[int], context: str = "prefix") -> torch.Tensor:
+    """[B, T, H*W] surprise per token: the L1 error of its predicted features (mean over the feature
+    dimension), averaged over its predictions (`context`: prefix or sliding); NaN in slots none predicts."""
     num_slots = model.grid[0]
     real = model.target_slots(clips)
-    total = torch.zeros(clips.size(0), num_slots)
+    total = torch.zeros(clips.size(0), num_slots, model.tokens_per_slot)
     count = torch.zeros(num_slots)
     for c in lengths:
         # prefix: the first c slots predict every later one, as the future mask trains;
@@ -180,9 +181,14 @@ def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int], 
             [(range(t - c, t), range(t, t + 1)) for t in range(c, num_slots)]
         for past, later in contexts:
             pred = model.predict_slots(model.context_slots(clips, past), past, later)
-            total[:, later.start:later.stop] += slot_l1(pred, real[:, later.start:later.stop]).cpu()
+            total[:, later.start:later.stop] += (pred - real[:, later.start:later.stop]).abs().mean(-1).cpu()
             count[later.start:later.stop] += 1
-    return total / count.where(count > 0, torch.tensor(float("nan")))
+    return total / count.where(count > 0, torch.tensor(float("nan")))[:, None]
+
+
+def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int], context: str = "prefix") -> torch.Tensor:
+    """[B, T] surprise per time slot: its tokens' surprise averaged (`token_surprise`); NaN where none is predicted."""
+    return token_surprise(model, clips, lengths, context).mean(-1)
 
 
 def event_slot(event_frame: Optional[int], frame_step: int, tubelet_size: int, num_slots: int) -> int:
@@ -327,7 +333,7 @@ def plot_examples(path: Path, curves: np.ndarray, clips: list[VoEClip], pairs: d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = [prop_pairs[0] for prop_pairs in pairs.values()][:examples]
+    chosen = example_pairs(pairs, examples)
     fig, axes = plt.subplots(1, len(chosen), figsize=(3.2 * len(chosen), 2.8), squeeze=False)
     for ax, (p, q) in zip(axes[0], chosen):
         slots = np.arange(curves.shape[1])
@@ -341,6 +347,72 @@ def plot_examples(path: Path, curves: np.ndarray, clips: list[VoEClip], pairs: d
     axes[0][0].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def example_pairs(pairs: dict, examples: int) -> list[tuple[int, int]]:
+    """The twin pairs the plots show: the first of each property, `examples` at most."""
+    return [prop_pairs[0] for prop_pairs in pairs.values()][:examples]
+
+
+@torch.no_grad()
+def example_maps(model: WorldModel, clips: list[VoEClip], chosen: list[tuple[int, int]], cfg: PhysicsConfig,
+                 device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The example pairs' frames as pictures [E, 2, F, H, W, 3] in [0, 1] and their token surprise
+    [E, 2, T, h, w] (possible first, then impossible)."""
+    arch = model.arch
+    transform = clip_transform(arch)
+    paths = [clips[i].path for pair in chosen for i in pair]
+    frames = torch.stack([read_clip_from_start(path, arch.data.frames_per_clip, arch.data.frame_step, transform)
+                          for path in paths])  # [2E, C, F, H, W], normalised
+    maps = token_surprise(model, frames.to(device), list(cfg.context_slots), cfg.context)
+    pictures = (frames * transform.std + transform.mean).clamp(0, 1).permute(0, 2, 3, 4, 1)
+    t, h, w = model.grid
+    return (pictures.numpy().reshape(len(chosen), 2, *pictures.shape[1:]),
+            maps.numpy().reshape(len(chosen), 2, t, h, w))
+
+
+def plot_maps(path: Path, pictures: np.ndarray, maps: np.ndarray, chosen: list[tuple[int, int]],
+              clips: list[VoEClip], starts: np.ndarray) -> None:
+    """Where the model is surprised: per example pair, each slot from the event on (or from the first predicted
+    slot) as its last frame, under its tokens' surprise (possible, impossible; one colour scale a pair) and
+    under the impossible clip's surprise minus the possible one's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    num_slots, frames = maps.shape[2], pictures.shape[2]
+    per_slot = frames // num_slots
+    first = [max(int(starts[q]), int(np.argmax(~np.isnan(maps[e, 1].reshape(num_slots, -1)).all(1))))
+             for e, (_, q) in enumerate(chosen)]
+    cols = max(num_slots - f for f in first)
+    fig, axes = plt.subplots(3 * len(chosen), cols, figsize=(1.25 * cols + 1.6, 1.3 * 3 * len(chosen)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    size = pictures.shape[3]
+    extent = (-0.5, pictures.shape[4] - 0.5, size - 0.5, -0.5)
+    for e, (p, q) in enumerate(chosen):
+        shown = maps[e, :, first[e]:]
+        top = float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0
+        diff = shown[1] - shown[0]
+        spread = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 1.0
+        rows = ((0, maps[e, 0], "viridis", 0.0, top, f"possible\n(0 to {top:.2f})"),
+                (1, maps[e, 1], "viridis", 0.0, top, "impossible"),
+                (1, maps[e, 1] - maps[e, 0], "coolwarm", -spread, spread, f"impossible −\npossible (±{spread:.2f})"))
+        for r, (clip, values, cmap, lo, hi, label) in enumerate(rows):
+            row = axes[3 * e + r]
+            for c, slot in enumerate(range(first[e], num_slots)):
+                ax = row[c]
+                ax.imshow(pictures[e, clip, slot * per_slot + per_slot - 1], extent=extent)
+                ax.imshow(values[slot], cmap=cmap, vmin=lo, vmax=hi, alpha=0.55, extent=extent, interpolation="nearest")
+                if r == 0:
+                    ax.set_title(f"slot {slot}" + (" (event)" if slot == starts[q] and clips[q].event_frame is not None
+                                                    else ""), fontsize=8)
+            row[0].text(-0.08, 0.5, (f"{clips[q].property}\n" if r == 0 else "") + label, transform=row[0].transAxes,
+                        ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -383,6 +455,12 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "![accuracy per property](accuracy.png)",
         "",
         "![surprise curves](surprise_curves.png)",
+        "",
+        f"Where in the frame `{next(iter(models))}`'s surprise lies, for the same pairs: each time slot from the "
+        "event on as its last frame, under its tokens' surprise, and the impossible clip's surprise minus the "
+        "possible one's (red: the impossible clip surprises more there).",
+        "",
+        "![surprise per token](surprise_maps.png)",
         "",
         f"Surprise {metrics['timing']['surprise_s']:.0f} s.",
         "",
@@ -518,6 +596,9 @@ def main(cfg: PhysicsConfig) -> dict:
     plot_accuracy(out / "accuracy.png", metrics)
     plot_examples(out / "surprise_curves.png", curves[0], clips, pairs, cfg.examples,
                   arch.data.frame_step * arch.model.tubelet_size, models[0].name)
+    chosen = example_pairs(pairs, cfg.examples)
+    if chosen:
+        plot_maps(out / "surprise_maps.png", *example_maps(models[0], clips, chosen, cfg, device), chosen, clips, starts)
     write_report(out / "report.md", metrics, cfg)
     log.info("physics: %d clips, %d models in %.1fs; results in %s", len(clips), len(models), elapsed, out / "report.md")
     return metrics

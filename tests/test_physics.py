@@ -13,7 +13,7 @@ import torch
 from conftest import REPO
 from evals.physics import (
     PhysicsConfig, auroc, clip_scores, event_slot, main, matched_sets, pair_outcomes, property_margins,
-    VoEClip, property_metrics, read_voe_table, set_outcomes, surprise_curves,
+    VoEClip, property_metrics, read_voe_table, set_outcomes, surprise_curves, token_surprise,
 )
 from evals.stats import bootstrap_ci
 from evals.worldmodel import WorldModelSource, build_world_models, slot_l1
@@ -324,6 +324,12 @@ def test_prefix_surprise_averages_what_the_future_mask_trains(tiny_checkpoint):
     window = slot_l1(model.predict_slots(model.context_slots(clips, [1, 2]), [1, 2], [3]), real[:, 3:])
     assert sliding[:, 3] == pytest.approx(window[:, 0], rel=1e-5)
     assert (sliding[:, 3] - surprise_curves(model, clips, [2], "prefix")[:, 3]).abs().max() > 1e-4
+    # per token: the same predictions, the error kept per position; its mean over a slot is the curve
+    tokens = token_surprise(model, clips, [1, 2], "prefix")
+    assert tokens.shape == (2, 4, model.tokens_per_slot)
+    assert tokens.mean(-1)[:, 1:] == pytest.approx(curves[:, 1:], rel=1e-5)
+    per_token = (model.predict_slots(model.context_slots(clips, range(1)), range(1), range(1, 4)) - real[:, 1:]).abs().mean(-1)
+    assert tokens[:, 1] == pytest.approx(per_token[:, 0], rel=1e-5)
 
 
 # --------------------------------------------------------------------------- end to end and bad input
@@ -363,8 +369,9 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
     assert len(rows) == 3 * 36  # jepa + 2 random seeds, 36 clips (2 sets per property, four clips in 4 of 5)
     curve = rows[0]["curve"].split(" ")
     assert len(curve) == 4 and curve[:2] == ["", ""] and float(rows[0]["max"]) >= float(rows[0]["mean"]) > 0
-    for name in ("accuracy.png", "surprise_curves.png", "report.md", "config.yaml"):
+    for name in ("accuracy.png", "surprise_curves.png", "surprise_maps.png", "report.md", "config.yaml"):
         assert (tmp_path / name).is_file()
+    assert "![surprise per token](surprise_maps.png)" in (tmp_path / "report.md").read_text()
 
 
 def test_unknown_context_names_the_key(tiny_voe, tiny_checkpoint, tmp_path):
@@ -382,3 +389,32 @@ def test_table_without_a_required_column_is_a_clear_error(tmp_path):
     (tmp_path / "voe.csv").write_text("path,group,property\nclip.mp4,g0,gravity\n")
     with pytest.raises(DataError, match="no column possible"):
         read_voe_table(str(tmp_path / "voe.csv"))
+
+
+# --------------------------------------------------------------------------- the solidity diagnostic
+
+
+def test_solidity_tokens_split_each_sets_score_by_what_its_pixels_show(tiny_voe, tiny_checkpoint, tmp_path):
+    from evals import solidity_tokens
+
+    table = str(tiny_voe / "voe.csv")
+    result = solidity_tokens.main(["--checkpoint", str(tiny_checkpoint), "--table", table, "--context-slots", "2", "3",
+                                   "--json", str(tmp_path / "tokens.json")])
+    assert json.loads((tmp_path / "tokens.json").read_text()) == result
+    classes = result["classes"]
+    assert result["sets"] == 2 and all(classes[c]["tokens"] > 0 for c in ("bar and path", "bar", "neither"))
+    # the classes' shares add up to the sets' interaction, whose sign is the set's outcome under the mean score
+    assert sum(e["interaction_share"] for e in classes.values()) == pytest.approx(result["interaction"], abs=1e-6)
+    metrics = main(physics_config(tiny_voe, tiny_checkpoint, tmp_path / "physics", "score=mean", "models.random.seeds=[0]"))
+    assert result["sets_passed"] == metrics["models"]["jepa"]["properties"]["solidity"]["relative_accuracy"]
+    assert set(result["static_bar"]) == {"predictor", "copy", "background_predictor", "background_copy"}
+
+
+def test_solidity_tokens_need_solidity_sets(tiny_voe, tiny_checkpoint, tmp_path):
+    from evals import solidity_tokens
+
+    header, *rows = (tiny_voe / "voe.csv").read_text().splitlines()
+    others = [f"{tiny_voe}/{r}" for r in rows if ",solidity," not in r]  # the videos where they lie
+    (tmp_path / "voe.csv").write_text("\n".join([header, *others]) + "\n")
+    with pytest.raises(ValueError, match="solidity sets of four clips"):
+        solidity_tokens.diagnose(str(tiny_checkpoint), str(tmp_path / "voe.csv"), [2])
