@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--context-slots", type=int, nargs="+", default=[2, 3, 4, 5, 6])
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     result = diagnose(args.checkpoint, args.table, args.context_slots)
     print_report(result)
     if args.json:
