@@ -355,6 +355,11 @@ def example_pairs(pairs: dict, examples: int) -> list[tuple[int, int]]:
     return [prop_pairs[0] for prop_pairs in pairs.values()][:examples]
 
 
+def to_pictures(frames: torch.Tensor, transform) -> torch.Tensor:
+    """Normalised clips [B, C, F, H, W] back to pictures [B, F, H, W, C] in [0, 1]."""
+    return (frames * transform.std + transform.mean).clamp(0, 1).permute(0, 2, 3, 4, 1)
+
+
 @torch.no_grad()
 def example_maps(model: WorldModel, clips: list[VoEClip], chosen: list[tuple[int, int]], cfg: PhysicsConfig,
                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
@@ -366,7 +371,7 @@ def example_maps(model: WorldModel, clips: list[VoEClip], chosen: list[tuple[int
     frames = torch.stack([read_clip_from_start(path, arch.data.frames_per_clip, arch.data.frame_step, transform)
                           for path in paths])  # [2E, C, F, H, W], normalised
     maps = token_surprise(model, frames.to(device), list(cfg.context_slots), cfg.context)
-    pictures = (frames * transform.std + transform.mean).clamp(0, 1).permute(0, 2, 3, 4, 1)
+    pictures = to_pictures(frames, transform)
     t, h, w = model.grid
     return (pictures.numpy().reshape(len(chosen), 2, *pictures.shape[1:]),
             maps.numpy().reshape(len(chosen), 2, t, h, w))

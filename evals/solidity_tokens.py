@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evals.physics import event_slot, read_voe_table, token_surprise
+from evals.physics import event_slot, read_voe_table, to_pictures, token_surprise
 from evals.worldmodel import WorldModelSource, build_world_models, clip_transform, read_clip_from_start
 
 CLIPS = ("bar + bounce", "bar + through", "no bar + straight", "no bar + bounce")
@@ -49,17 +49,18 @@ def solidity_sets(table: str) -> list[list]:
     return [[s[k] for k in keys] for _, s in sorted(sets.items())]
 
 
+def differ(first: torch.Tensor, second: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """[T, H*W]: whether any pixel of a token differs between two clips' pictures [F, H, W, 3] (one broadcasts)."""
+    t, h, w = grid
+    d = (first - second).abs().amax(-1) > DIFFER  # [F, H, W]
+    frames, size = d.shape[0], d.shape[1]
+    return d.view(t, frames // t, h, size // h, w, size // w).any(5).any(3).any(1).reshape(t, h * w)
+
+
 def token_classes(pictures: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     """Each token's class index into CLASSES, [T, H*W], from the set's pictures [4, F, H, W, 3] in [0, 1]."""
-    t, h, w = grid
-    frames, size = pictures.shape[1], pictures.shape[2]
-
-    def differ(i: int, j: int) -> torch.Tensor:
-        d = (pictures[i] - pictures[j]).abs().amax(-1) > DIFFER  # [F, H, W]
-        return d.view(t, frames // t, h, size // h, w, size // w).any(5).any(3).any(1).reshape(t, h * w)
-
-    bar = differ(0, 3) | differ(1, 2)  # same motion, bar drawn or not
-    path = differ(0, 1)  # same bar, bounce or through
+    bar = differ(pictures[0], pictures[3], grid) | differ(pictures[1], pictures[2], grid)  # same motion, bar or not
+    path = differ(pictures[0], pictures[1], grid)  # same bar, bounce or through
     return torch.where(bar & path, 0, torch.where(path, 1, torch.where(bar, 2, 3)))
 
 
@@ -76,7 +77,7 @@ def diagnose(checkpoint: str, table: str, context_slots: list[int]) -> dict:
     for clips in solidity_sets(table):
         frames = torch.stack([read_clip_from_start(c.path, arch.data.frames_per_clip, arch.data.frame_step, transform)
                               for c in clips])
-        pictures = (frames * transform.std + transform.mean).clamp(0, 1).permute(0, 2, 3, 4, 1)
+        pictures = to_pictures(frames, transform)
         classes = token_classes(pictures, model.grid)
         start = max(event_slot(clips[0].event_frame, arch.data.frame_step, arch.model.tubelet_size, num_slots), k)
         errors = token_surprise(model, frames, context_slots, "prefix")[:, start:]  # [4, S, N]
@@ -90,10 +91,7 @@ def diagnose(checkpoint: str, table: str, context_slots: list[int]) -> dict:
         context = model.context_slots(frames[:1], range(k))
         pred = model.predict_slots(context, range(k), range(k, num_slots))[0]
         real = model.target_slots(frames[:1])[0, k:]
-        moved = (pictures[0] - pictures[0, :1]).abs().amax(-1) > DIFFER
-        t, h, w = model.grid
-        size = pictures.shape[2]
-        moved = moved.view(t, -1, h, size // h, w, size // w).any(5).any(3).any(1).reshape(t, h * w)[k:]
+        moved = differ(pictures[0], pictures[0, :1], model.grid)[k:]  # changed since the first frame
         for name, cls in (("", 2), ("background_", 3)):
             keep = (classes[k:] == cls) & ~moved
             if keep.any():
@@ -119,10 +117,10 @@ def print_report(result: dict) -> None:
     for cls, e in result["classes"].items():
         print(f"{cls:>14} {e['tokens']:>6} " + " ".join(f"{v:>17.4f}" for v in e["error"].values())
               + f"  {e['interaction_share']:+.4f}")
-    s = result["static_bar"]
+    s = {key: "none" if v is None else f"{v:.4f}" for key, v in result["static_bar"].items()}
     print(f"static bar tokens, error from the first {min(result['context_slots'])} slots: predictor "
-          f"{s['predictor']:.4f}, copying the last context slot {s['copy']:.4f}; empty background: predictor "
-          f"{s['background_predictor']:.4f}, copying {s['background_copy']:.4f}")
+          f"{s['predictor']}, copying the last context slot {s['copy']}; empty background: predictor "
+          f"{s['background_predictor']}, copying {s['background_copy']}")
 
 
 def main(argv: list[str] | None = None) -> dict:
