@@ -102,6 +102,9 @@ class LossConfig:
     # 1 is the paper's L1, 2 half the squared error. L1 pulls an uncertain prediction to the most
     # common target (the background of a mostly empty scene); L2 to the expected one.
     loss_exp: float = 1.0
+    # jepa: weigh each target token by 1 + motion_weight * m / mean(m), m its pixels' change from the previous
+    # time slot (see objectives/jepa.py:motion_weights); 0, the default, weighs all tokens the same as V-JEPA does
+    motion_weight: float = 0.0
 
 
 @dataclass
