@@ -115,31 +115,40 @@ def test_var_reg_is_ignored_by_objectives_without_it(tiny_world, tmp_path):
     assert not hasattr(build_objective(cfg), "var_reg")
 
 
+def _objective_and_batch(tiny_world, tmp_path, *overrides):
+    """The tiny recipe's jepa objective (no variance hinge, seed 0) with a batch of 2 random clips and its masks."""
+    from vjepa.masks import build_mask_generator, sample_masks
+    from vjepa.train import build_objective, token_grid
+
+    cfg = tiny_pretrain_config(tiny_world, tmp_path, *overrides, "loss.var_reg=0.0")
+    clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
+    torch.manual_seed(0)
+    return cfg, build_objective(cfg), clips, masks
+
+
+def _predictions(objective, clips, masks):
+    """(prediction, target, target indices) per mask configuration, computed outside the objective's forward."""
+    from vjepa.models.vit import gather_tokens
+
+    targets, tokens = objective.target_features(clips), objective.encoder.embed(clips)
+    return [(objective.predictor(objective.encoder.forward_tokens(gather_tokens(tokens, c)), c, t, mask_index=i),
+             gather_tokens(targets, t), t) for i, (c, t) in enumerate(masks)]
+
+
 def test_loss_exp_is_l1_at_one_and_half_the_squared_error_at_two(tiny_world, tmp_path):
     import pytest
 
-    from vjepa.masks import build_mask_generator, sample_masks
     from vjepa.objectives.jepa import prediction_loss
-    from vjepa.train import build_objective, token_grid
+    from vjepa.train import build_objective
 
     a, b = torch.randn(3, 7, 5), torch.randn(3, 7, 5)
     torch.testing.assert_close(prediction_loss(a, b, 1.0), (a - b).abs().mean())
     torch.testing.assert_close(prediction_loss(a, b, 2.0), 0.5 * ((a - b) ** 2).mean())
-    cfg = tiny_pretrain_config(tiny_world, tmp_path, "loss.loss_exp=2.0", "loss.var_reg=0.0")
-    clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
-    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
-    torch.manual_seed(0)
-    objective = build_objective(cfg)
+    cfg, objective, clips, masks = _objective_and_batch(tiny_world, tmp_path, "loss.loss_exp=2.0")
     loss, _ = objective(clips, masks)
-    targets = objective.target_features(clips)
-    tokens = objective.encoder.embed(clips)
-    from vjepa.models.vit import gather_tokens
-
-    expected = torch.stack([
-        0.5 * ((objective.predictor(objective.encoder.forward_tokens(gather_tokens(tokens, c)), c, t, mask_index=i)
-                - gather_tokens(targets, t)) ** 2).mean()
-        for i, (c, t) in enumerate(masks)]).mean()
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    expected = torch.stack([0.5 * ((pred - target) ** 2).mean() for pred, target, _ in _predictions(objective, clips, masks)])
+    torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-6)
     cfg.loss.loss_exp = 0.0
     with pytest.raises(ValueError, match="loss.loss_exp"):
         build_objective(cfg)
@@ -162,30 +171,19 @@ def test_motion_weights_raise_the_tokens_a_moving_square_enters_and_leaves():
 def test_motion_weight_weighs_the_loss_per_target_token(tiny_world, tmp_path):
     import pytest
 
-    from vjepa.masks import build_mask_generator, sample_masks
-    from vjepa.models.vit import gather_tokens
     from vjepa.objectives.jepa import motion_weights
-    from vjepa.train import build_objective, token_grid
+    from vjepa.train import build_objective
 
-    cfg = tiny_pretrain_config(tiny_world, tmp_path, "loss.motion_weight=3.0", "loss.var_reg=0.0")
-    clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
-    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
-    torch.manual_seed(0)
-    objective = build_objective(cfg)
+    cfg, objective, clips, masks = _objective_and_batch(tiny_world, tmp_path, "loss.motion_weight=3.0")
     loss, _ = objective(clips, masks)
-    targets = objective.target_features(clips)
-    tokens = objective.encoder.embed(clips)
     w = motion_weights(clips, cfg.model.tubelet_size, cfg.model.patch_size, 3.0)
-    expected = []
-    for i, (c, t) in enumerate(masks):
-        pred = objective.predictor(objective.encoder.forward_tokens(gather_tokens(tokens, c)), c, t, mask_index=i)
-        err = (pred - gather_tokens(targets, t)).abs().mean(-1)
-        wt = torch.gather(w, 1, t)
-        expected.append((err * wt).sum() / wt.sum())
-    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(loss, torch.stack([
-        (objective.predictor(objective.encoder.forward_tokens(gather_tokens(tokens, c)), c, t, mask_index=i)
-         - gather_tokens(targets, t)).abs().mean() for i, (c, t) in enumerate(masks)]).mean())
+    weighted, plain = [], []
+    for pred, target, t in _predictions(objective, clips, masks):
+        err, wt = (pred - target).abs().mean(-1), torch.gather(w, 1, t)
+        weighted.append((err * wt).sum() / wt.sum())
+        plain.append(err.mean())
+    torch.testing.assert_close(loss, torch.stack(weighted).mean(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(loss, torch.stack(plain).mean())
     cfg.loss.motion_weight = -1.0
     with pytest.raises(ValueError, match="loss.motion_weight"):
         build_objective(cfg)

@@ -58,7 +58,8 @@ def prediction_loss(pred: torch.Tensor, target: torch.Tensor, exponent: float = 
 
 
 def motion_weights(clips: torch.Tensor, tubelet: int, patch: int, strength: float) -> torch.Tensor:
-    """Per-token loss weights 1 + strength * m / mean(m), [B, N] over the (t, h, w) token grid of clips [B, C, T, H, W].
+    """Per-token loss weights 1 + strength * m / mean(m), [B, N] over the (t, h, w) token grid of clips [B, C, T, H, W]
+    (the mean over this batch: under DDP, each process's own).
 
     m is how much a token's pixels change: the mean absolute difference between its tubelet's mean frame
     and the previous tubelet's, at the same patch (the first slot takes the second's). Tokens where
