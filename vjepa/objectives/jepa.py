@@ -66,8 +66,7 @@ def motion_weights(clips: torch.Tensor, tubelet: int, patch: int, strength: floa
     something moves weigh more, so that an uncertain prediction leans toward where objects go rather than
     to the empty ground that most targets show.
     """
-    b, c, t, h, w = clips.shape
-    frames = clips.float().unflatten(2, (t // tubelet, tubelet)).mean(3)  # [B, C, t, H, W]
+    frames = clips.float().unflatten(2, (clips.shape[2] // tubelet, tubelet)).mean(3)  # [B, C, t, H, W]
     change = (frames[:, :, 1:] - frames[:, :, :-1]).abs().mean(1)  # [B, t-1, H, W]
     change = torch.cat([change[:, :1], change], dim=1)
     m = F.avg_pool2d(change, patch).flatten(1)  # [B, t*h*w]
