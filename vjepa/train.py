@@ -71,6 +71,9 @@ class ModelConfig:
     # the predictor's query for a target token starts from the context token at the same spatial position in
     # the latest earlier time slot (with the future mask: the last seen slot), so copying is its starting point
     pred_copy_context: bool = False
+    # the prediction is the context token at that same source (layer-normed, as the targets) plus the predictor's
+    # output, so what does not move is kept exactly and the predictor spends itself on what changes (not in V-JEPA)
+    pred_residual: bool = False
     activation_checkpointing: bool = False
 
 
@@ -200,6 +203,7 @@ def build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Modul
         drop_path_rate=m.drop_path_rate, num_mask_tokens=max(1, len(cfg.masks)),
         zero_init_mask_tokens=m.zero_init_mask_tokens, use_activation_checkpointing=m.activation_checkpointing,
         pos_embed=m.pos_embed, copy_context=m.pred_copy_context,
+        residual=m.pred_residual,
     )
     return encoder, predictor
 
