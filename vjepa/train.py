@@ -72,7 +72,8 @@ class ModelConfig:
     # the latest earlier time slot (with the future mask: the last seen slot), so copying is its starting point
     pred_copy_context: bool = False
     # the prediction is the context token at that same source (layer-normed, as the targets) plus the predictor's
-    # output, so what does not move is kept exactly and the predictor spends itself on what changes (not in V-JEPA)
+    # output, so keeping a token as it was costs the predictor nothing (not in V-JEPA; on the demo it broke the
+    # rollouts, see the README)
     pred_residual: bool = False
     activation_checkpointing: bool = False
 
