@@ -6,11 +6,11 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test clean
 
-# torch and torchvision are resolved together from the registry (timm imports torchvision)
-$(VENV)/.installed: setup.py
+# constraints.txt pins the versions the suite was tested with; setup.py keeps the ranges
+$(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.installed

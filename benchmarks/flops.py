@@ -9,6 +9,8 @@ encoder runs forward only, and the clip is embedded once for all mask configurat
 
 Fused attention (SDPA) recomputes the scores q k^T in its backward. That product is not model
 work, so MFU leaves it out; it is counted apart (`recompute`) because FlopCounterMode includes it.
+FlopCounterMode's coverage of attention depends on the torch release (2.14 registers no formula for
+the CPU's fused SDPA and counts it as 0; 2.15 counts it), so the check compares the two kinds apart.
 """
 from __future__ import annotations
 
@@ -92,8 +94,16 @@ def denoise_step(objective, masks: Sequence[tuple[Tensor, Tensor]], clips: Tenso
 STEP_FLOPS: dict[str, Callable[..., dict[str, int]]] = {"jepa": jepa_step, "pixel": pixel_step, "denoise": denoise_step}
 
 
-def count_step(run_step: Callable[[], object]) -> int:
-    """FLOPs torch dispatches while `run_step()` runs (forward, backward, optimizer)."""
+def is_attention_op(name: str) -> bool:
+    return "scaled_dot_product" in name or "attention" in name
+
+
+def count_step(run_step: Callable[[], object]) -> dict[str, int]:
+    """FLOPs torch dispatches while `run_step()` runs (forward, backward, optimizer), by kind:
+    `attention` (SDPA, forward and backward) and `linear` (every other op: matmuls and convolutions)."""
     with FlopCounterMode(display=False) as counter:
         run_step()
-    return counter.get_total_flops()
+    counts = {"linear": 0, "attention": 0}
+    for op, flops in counter.get_flop_counts()["Global"].items():
+        counts["attention" if is_attention_op(str(op)) else "linear"] += flops
+    return counts

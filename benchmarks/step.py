@@ -106,7 +106,8 @@ class StepRunner:
         """Analytic FLOPs of one step (FlopCounterMode's count for an objective without a counter)."""
         if objective in flops.STEP_FLOPS:
             return flops.STEP_FLOPS[objective](self.objective, self.masks, self.clips)
-        return {"linear": flops.count_step(self.run), "attention": 0, "recompute": 0}
+        counted = flops.count_step(self.run)
+        return {"linear": counted["linear"], "attention": counted["attention"], "recompute": 0}
 
     def timed(self, steps: int, warmup: int) -> list[float]:
         for _ in range(warmup):

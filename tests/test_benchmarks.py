@@ -26,10 +26,12 @@ def test_quick_benchmark_writes_json_and_tables_with_sane_figures(tmp_path):
     assert jepa["encoder_tokens"] == [context for context, _ in jepa["masks"]]
     assert all(0 < n < jepa["tokens"] for n in jepa["encoder_tokens"])
 
-    # the analytic FLOP counter agrees with torch's FlopCounterMode
+    # the analytic FLOP counter agrees with torch's FlopCounterMode: on matmuls and convolutions with every torch,
+    # on attention where the torch release counts its fused kernel (2.15 does; 2.14 counts it as 0 on the CPU)
     assert {c["objective"] for c in result["flop_check"]} >= {"jepa", "pixel"}
     for check in result["flop_check"]:
-        assert abs(check["ratio"] - 1) < 0.02, check
+        assert abs(check["linear_ratio"] - 1) < 0.02, check
+        assert check["attention_ratio"] is None or abs(check["attention_ratio"] - 1) < 0.02, check
 
     tokens = [s["tokens"] for s in result["scaling"]]
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens) >= 2
