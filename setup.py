@@ -5,7 +5,10 @@ setup(
     version="0.1.0",
     description="Trainer and evaluator for JEPA-style self-supervised video world models",
     python_requires=">=3.10",
-    packages=find_packages(include=["vjepa", "vjepa.*", "evals", "evals.*"]),
+    packages=[*find_packages(include=["vjepa", "vjepa.*", "evals", "evals.*", "app", "app.*"]), "vjepa.configs"],
+    # the recipes in configs/ ship inside the package, so an installed `vjepa` finds its defaults from any folder
+    package_dir={"vjepa.configs": "configs"},
+    package_data={"vjepa.configs": ["*.yaml", "*/*.yaml"]},
     install_requires=[
         # torch and torchvision are resolved together: timm imports torchvision.
         "torch>=2.2",
@@ -23,5 +26,5 @@ setup(
         "pyyaml",
     ],
     extras_require={"test": ["pytest>=8"]},
-    entry_points={"console_scripts": ["vjepa=vjepa.cli:main"]},
+    entry_points={"console_scripts": ["vjepa=app.cli:main"]},
 )

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from evals.attentive import AttentiveConfig, attentive_classifier
 from evals.features import FeatureConfig, SourceConfig, build_sources, eval_dataset, extract
 from evals.linear import LinearConfig, linear_classifier
 from evals.tasks import class_indices, holdout_videos
-from vjepa.config import load_config
-from vjepa.train import PretrainConfig
+from vjepa.models.config import ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def run(world: Path, frames: int, crop: int, batch: int, workers: int, attentive_epochs: int,
         device: torch.device) -> dict:
-    model = load_config(PretrainConfig, REPO / "configs/pretrain/tiny_world.yaml",
-                        [f"data.train_list={world / 'train.txt'}"]).model
+    recipe = OmegaConf.load(REPO / "configs/pretrain/tiny_world.yaml")  # the demo's architecture
+    model = OmegaConf.merge(OmegaConf.structured(ModelConfig), recipe.model)
     features = FeatureConfig(frames_per_clip=frames, frame_step=2, crop_size=crop, batch_size=batch,
                              num_workers=workers)
     dataset = eval_dataset(str(world / "train.txt"), features, seed=0)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from vjepa.config import load_config
-from vjepa.data import VideoDataset, build_loader, sample_clip_indices
-from vjepa.train import PretrainConfig, build_dataset
+from vjepa.data import VideoDataset, build_loader, sample_clip_indices, train_dataset
+from vjepa.train import PretrainConfig
 from vjepa.world.generate import WorldConfig, generate_world
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +73,8 @@ def loader_rate(dataset: VideoDataset, batch: int, workers: int, repeats: int) -
 
 
 def run(world: Path, frames: int, crop: int, batch: int, repeats: int) -> dict:
-    dataset = build_dataset(recipe(world, frames, crop, batch))
+    cfg = recipe(world, frames, crop, batch)
+    dataset = train_dataset(cfg.data, cfg.seed)
     raw = raw_decode_rate(dataset, repeats)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a worker; during training the main process is busy with the step

@@ -27,7 +27,9 @@ from benchmarks import evaluation, flops, loading, step  # noqa: E402
 from benchmarks.hardware import PeakMeter, machine_name  # noqa: E402
 from vjepa.masks import build_mask_generator, sample_masks  # noqa: E402
 from vjepa.objectives import OBJECTIVES  # noqa: E402
-from vjepa.train import build_objective, resolve_device, token_grid  # noqa: E402
+from vjepa.device import resolve_device  # noqa: E402
+from vjepa.models.config import token_grid  # noqa: E402
+from vjepa.train import build_objective  # noqa: E402
 
 
 @dataclass
@@ -104,7 +106,7 @@ def estimate(cfg) -> tuple[float, float]:
         objective = build_objective(cfg)
     d = cfg.data
     clips = torch.empty(d.batch_size, 3, d.frames_per_clip, d.crop_size, d.crop_size, device="meta")
-    generators = [build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks]
+    generators = [build_mask_generator(m, token_grid(cfg.data.frames_per_clip, cfg.data.crop_size, cfg.model)) for m in cfg.masks]
     masks = sample_masks(generators, d.batch_size, 0, 0)
     # fp32: a trained weight has a gradient and two AdamW moments; a frozen one (the target encoder) is alone
     state = sum((16 if p.requires_grad else 4) * p.numel() for p in objective.parameters())

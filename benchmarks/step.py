@@ -20,7 +20,8 @@ from benchmarks.hardware import Memory, synchronize
 from vjepa.masks import build_mask_generator, sample_masks
 from vjepa.objectives import OBJECTIVES
 from vjepa.optim import build_optimizer
-from vjepa.train import PretrainConfig, _default_masks, build_objective, token_grid, train_step
+from vjepa.models.config import token_grid
+from vjepa.train import PretrainConfig, _default_masks, build_objective, train_step
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class StepRunner:
         self.optimizer = build_optimizer(self.objective.trainable_modules(), 1e-4, 0.04)
         d = cfg.data
         self.clips = torch.randn(d.batch_size, 3, d.frames_per_clip, d.crop_size, d.crop_size, device=device)
-        generators = [build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks]
+        generators = [build_mask_generator(m, token_grid(cfg.data.frames_per_clip, cfg.data.crop_size, cfg.model)) for m in cfg.masks]
         self.masks = [tuple(t.to(device) for t in pair) for pair in sample_masks(generators, d.batch_size, 0, 0)]
         self.autocast = autocast_for(device, dtype)
         self.device = device
@@ -132,7 +133,7 @@ def measure(cfg: PretrainConfig, steps: int, warmup: int, device: torch.device, 
     peak_mb = memory.peak_mb()
     counted = runner.flops(cfg.objective)
     step_flops = counted["linear"] + counted["attention"]
-    grid = token_grid(cfg.data, cfg.model)
+    grid = token_grid(cfg.data.frames_per_clip, cfg.data.crop_size, cfg.model)
     tokens = grid[0] * grid[1] * grid[2]
     median = statistics.median(times)
     result = {

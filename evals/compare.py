@@ -303,7 +303,7 @@ def write_report(path: Path, models: dict, cfg: CompareConfig, timings: dict) ->
 
 def main(cfg: CompareConfig) -> dict:
     """Entry point of `vjepa compare`."""
-    from vjepa.demo import ensure_world
+    from vjepa.world.generate import WorldConfig, ensure_world
 
     setup_logging()
     if OmegaConf.is_config(cfg):
@@ -316,7 +316,7 @@ def main(cfg: CompareConfig) -> dict:
     t = time.perf_counter()
     world = Path(cfg.world) if cfg.world else out / "world"
     if not cfg.world:
-        ensure_world(cfg.world_config, list(cfg.world_overrides), world)
+        ensure_world(load_config(WorldConfig, cfg.world_config, [*cfg.world_overrides, f"output={world}"]))
     elif not (world / "train.txt").is_file():
         raise FileNotFoundError(f"world={world}: no train.txt there; generate it with `vjepa world output={world}`")
     timings["world"] = time.perf_counter() - t

@@ -113,8 +113,8 @@ def load_or_train(model: WorldModel, checkpoint: str, cfg: DecoderConfig, seed: 
     """`model`'s decoder: from `cache_dir` if one was trained with the same checkpoint file, clips
     and settings, else trained on its frozen target features and cached there."""
     arch = model.arch
-    dataset = VideoDataset(cfg.train_list, frames_per_clip=arch.data.frames_per_clip,
-                           frame_step=arch.data.frame_step, transform=clip_transform(arch), seed=seed)
+    dataset = VideoDataset(cfg.train_list, frames_per_clip=arch.frames_per_clip,
+                           frame_step=arch.frame_step, transform=clip_transform(arch), seed=seed)
     indices = subset_indices(len(dataset), cfg.max_videos, seed)
     settings = {k: getattr(cfg, k) for k in ("max_videos", "epochs", "batch_size", "lr", "weight_decay", "width", "depth")}
     key = json.dumps({"checkpoint": file_identity(checkpoint), "data": data_identity(dataset, indices),

@@ -57,12 +57,14 @@ from evals.stats import bootstrap_ci
 from evals.worldmodel import (
     PixelWorldModel, WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, slot_l1,
 )
-from vjepa.config import save_config
+from vjepa.config import choice, save_config
+from vjepa.models.config import ModelConfig
+from vjepa.pretrained import ClipConfig
 from vjepa.data import DataError, VideoDataset, collate_videos
 from vjepa.objectives.pixel import unpatchify
 from vjepa.report import margin_cell, markdown_table
 from vjepa.runlog import setup_logging
-from vjepa.train import resolve_device
+from vjepa.device import DEVICES, resolve_device
 
 log = logging.getLogger("vjepa.dream")
 
@@ -83,13 +85,16 @@ class DreamConfig:
     world: str = "runs/world"  # what `${world}` means in a recipe's data paths
     checkpoint: str = "runs/pretrain/checkpoints/latest.pt"  # what `${checkpoint}` means in a recipe's models
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = choice("auto", DEVICES)  # auto | cpu | cuda
     context_slots: int = 2  # real time slots (of tubelet_size frames each) the rollout starts from
     bootstrap: int = 1000  # resamples of the clips for the intervals of the first model's margins
     mask_index: Optional[int] = None  # predictor mask token; null: the checkpoint's `future` mask
     data: DreamDataConfig = field(default_factory=DreamDataConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # the pixel decoder and the dream strips
     models: Dict[str, WorldModelSource] = field(default_factory=dict)  # by name: jepa, random, ...
+    # the architecture and clips of checkpoints without a `config` (official V-JEPA ones)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
 
 
 # --------------------------------------------------------------------------- rollouts and baselines
@@ -312,7 +317,7 @@ def summarise(models: list[WorldModel], curves: list[Curves], k: int, resamples:
         "growth": {name: growth(e, resamples, seed) for name, e in fixed_curves.items() if name != "position_mean"},
     }
     out["context_slots"] = k
-    out["frames_per_slot"] = models[0].arch.model.tubelet_size * models[0].arch.data.frame_step
+    out["frames_per_slot"] = models[0].arch.model.tubelet_size * models[0].arch.frame_step
     return out
 
 
@@ -589,7 +594,7 @@ def main(cfg: DreamConfig) -> dict:
     out = Path(cfg.output)
     save_config(cfg, out / "config.yaml")
     device = resolve_device(cfg.device)
-    models = [m for name, spec in cfg.models.items() for m in build_world_models(name, spec, cfg.mask_index)]
+    models = [m for name, spec in cfg.models.items() for m in build_world_models(name, spec, cfg.mask_index, cfg.model, cfg.clip)]
     check_same_geometry(models)
     arch, num_slots = models[0].arch, models[0].grid[0]
     k = cfg.context_slots
@@ -597,7 +602,7 @@ def main(cfg: DreamConfig) -> dict:
         raise ValueError(f"context_slots={k}: expected 2 (linear extrapolation needs two) to {num_slots - 1} "
                          f"for clips of {num_slots} time slots")
 
-    dataset = VideoDataset(cfg.data.list, frames_per_clip=arch.data.frames_per_clip, frame_step=arch.data.frame_step,
+    dataset = VideoDataset(cfg.data.list, frames_per_clip=arch.frames_per_clip, frame_step=arch.frame_step,
                            transform=clip_transform(arch), seed=cfg.seed)
     indices = subset_indices(len(dataset), cfg.data.max_videos, cfg.seed)
     loader = DataLoader(Subset(dataset, indices), batch_size=cfg.data.batch_size, shuffle=False,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -26,18 +25,19 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state, strip_prefixes
-from vjepa.config import to_container
+from vjepa.checkpoint import load_checkpoint
+from vjepa.config import choice
 from vjepa.data import DataError, SkipTracker, VideoDataset, VideoTransform, collate_videos
-from vjepa.models import interpolate_pos_embed
+from vjepa.models.config import ModelConfig
 from vjepa.objectives.denoise import Denoising, noise_clips
-from vjepa.train import ModelConfig, PretrainConfig, build_networks
+from vjepa.pretrained import (
+    NETWORKS, Architecture, fallback_architecture, file_identity, load_pretrained, random_pretrained,
+)
+from vjepa.pretrained import architecture as checkpoint_architecture
 
 log = logging.getLogger("vjepa.probe")
 
@@ -46,9 +46,9 @@ log = logging.getLogger("vjepa.probe")
 class SourceConfig:
     """One model to probe; its name (jepa, random, ...) is its key under `models`."""
 
-    kind: str = "checkpoint"  # checkpoint | random | raw | timm, or a kind added with register_source
+    kind: str = choice("checkpoint", lambda: SOURCE_KINDS)  # checkpoint | random | raw | timm, or one added with register_source
     checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy (null: `model`)
-    encoder: str = "auto"  # network of a checkpoint: auto (target_encoder if present, else encoder) | target_encoder | encoder
+    encoder: str = choice("auto", NETWORKS)  # network of a checkpoint: auto (target_encoder if present, else encoder)
     seeds: List[int] = field(default_factory=lambda: [0])  # random, timm: one model per seed, reported as mean and spread
     timm_model: Optional[str] = None  # timm: a model name, randomly initialised (nothing is downloaded)
     raw_size: int = 8  # raw: each frame average-pooled to raw_size x raw_size pixels
@@ -167,94 +167,33 @@ def build_sources(name: str, spec: SourceConfig, model: ModelConfig, features: F
     return SOURCE_KINDS[spec.kind](name, spec, model, features)
 
 
-def architecture(ckpt: dict | None, path: str | None, model: ModelConfig, features: FeatureConfig) -> PretrainConfig:
-    """The pretraining config an encoder is rebuilt from: the checkpoint's own, else `model` at the probe's clip size."""
-    cfg = OmegaConf.structured(PretrainConfig)
-    try:
-        if ckpt is not None and "config" in ckpt:
-            return OmegaConf.merge(cfg, ckpt["config"])
-        return OmegaConf.merge(cfg, {"model": model, "data": {
-            "train_list": "", "frames_per_clip": features.frames_per_clip, "crop_size": features.crop_size}})
-    except OmegaConfBaseException as exc:
-        raise CheckpointError(f"{path}: its 'config' does not fit this version's PretrainConfig ({exc})") from exc
-
-
-def architecture_identity(arch: PretrainConfig) -> dict:
-    d = arch.data
-    return {"model": to_container(arch.model), "frames_per_clip": d.frames_per_clip, "crop_size": d.crop_size}
-
-
-def build_encoder_from(arch: PretrainConfig) -> nn.Module:
-    encoder, _ = build_networks(arch)
-    return encoder
-
-
-def encoder_state(ckpt: dict, which: str, path: str, name: str) -> tuple[str, dict]:
-    """The state dict of the checkpoint's `which` network ('auto': target_encoder if present)."""
-    if which == "auto":
-        which = "target_encoder" if "target_encoder" in ckpt else "encoder"
-    if which not in ckpt:
-        raise CheckpointError(f"{path}: no '{which}' in the checkpoint (keys: {', '.join(sorted(ckpt))}); "
-                              f"name the network with models.{name}.encoder=...")
-    return which, strip_prefixes(ckpt[which])
-
-
-def infer_grid(num_tokens: int, grid: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The (t, h, w) grid of a pos_embed table of num_tokens: the model's frame grid with more or fewer
-    time slots if it fits, else the model's time slots with square frames of another size."""
-    t, h, w = grid
-    if num_tokens % (h * w) == 0:
-        return num_tokens // (h * w), h, w
-    side = math.isqrt(num_tokens // t)
-    if t * side * side == num_tokens:
-        return t, side, side
-    raise ValueError(f"cannot read {num_tokens} tokens as a grid with {h}x{w} frames or {t} time slots")
-
-
-def fit_pos_embed(state: dict, encoder: nn.Module, path: str) -> dict:
-    """Resize a pos_embed made for another clip size to the encoder's grid (same width only)."""
-    table, own = state.get("pos_embed"), encoder.pos_embed
-    if table is None or own is None or table.shape == own.shape or table.ndim != 3 or table.shape[-1] != own.shape[-1]:
-        return state  # identical, or a mismatch load_module_state reports by name
-    try:
-        old_grid = infer_grid(table.shape[1], encoder.grid)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: pos_embed {tuple(table.shape)}: {exc}") from exc
-    log.info("%s: pos_embed resized from grid %s to %s", path, old_grid, encoder.grid)
-    return {**state, "pos_embed": interpolate_pos_embed(table.float(), old_grid, encoder.grid)}
-
-
-def file_identity(path: str) -> dict:
-    st = os.stat(path)
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def fallback(model: ModelConfig, features: FeatureConfig) -> Architecture:
+    """The architecture of a checkpoint without a `config` (official V-JEPA): `model` at the probe's clip size."""
+    if features is None:
+        return fallback_architecture(model)
+    return fallback_architecture(model, frames_per_clip=features.frames_per_clip, frame_step=features.frame_step,
+                                 crop_size=features.crop_size)
 
 
 @register_source("checkpoint")
 def checkpoint_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
     if not spec.checkpoint:
         raise ValueError(f"models.{name}: kind checkpoint needs models.{name}.checkpoint=PATH")
-    ckpt = load_checkpoint(spec.checkpoint)
-    arch = architecture(ckpt, spec.checkpoint, model, features)
-    encoder = build_encoder_from(arch)
-    which, state = encoder_state(ckpt, spec.encoder, spec.checkpoint, name)
-    load_module_state(encoder, fit_pos_embed(state, encoder, spec.checkpoint), which, spec.checkpoint)
-    identity = {"kind": "checkpoint", "file": file_identity(spec.checkpoint), "encoder": which,
-                "architecture": architecture_identity(arch)}
-    if arch.objective == "denoise":  # trained on noisy clips: read at the level its objective names
-        return [NoisyEncoderSource(name, encoder, identity, Denoising.probe_level)]
-    return [EncoderSource(name, encoder, identity)]
+    loaded = load_pretrained(spec.checkpoint, fallback(model, features), network=spec.encoder)
+    identity = {"kind": "checkpoint", "file": file_identity(spec.checkpoint), "encoder": loaded.network,
+                "architecture": loaded.arch.identity()}
+    if loaded.arch.objective == "denoise":  # trained on noisy clips: read at the level its objective names
+        return [NoisyEncoderSource(name, loaded.encoder, identity, Denoising.probe_level)]
+    return [EncoderSource(name, loaded.encoder, identity)]
 
 
 @register_source("random")
 def random_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
     ckpt = load_checkpoint(spec.checkpoint) if spec.checkpoint else None
-    arch = architecture(ckpt, spec.checkpoint, model, features)
-    sources = []
-    for seed in spec.seeds:
-        torch.manual_seed(seed)  # the initialisation is a function of the seed, so its features can be cached
-        identity = {"kind": "random", "seed": seed, "architecture": architecture_identity(arch)}
-        sources.append(EncoderSource(name, build_encoder_from(arch), identity))
-    return sources
+    arch = checkpoint_architecture(ckpt, spec.checkpoint or "model", fallback(model, features))
+    return [EncoderSource(name, random_pretrained(arch, seed).encoder, {"kind": "random", "seed": seed,
+                                                                         "architecture": arch.identity()})
+            for seed in spec.seeds]
 
 
 @register_source("raw")

@@ -3,19 +3,14 @@
 Surprise, after Garrido et al. (2025), "Intuitive physics understanding emerges from
 self-supervised pretraining on natural videos": the predictor (with its `future` mask token)
 predicts time slots from the real slots before them, and the L1 error to the target encoder's
-layer-normed features of a slot is the surprise at that slot. Which pasts it predicts from
-(`context`):
-- `prefix` (the default): for each k in `context_slots`, the clip's first k slots predict every
-  later slot at once. This is exactly what the `future` mask trains (the first k slots as context,
-  all later ones as targets), so every prediction is one the predictor has learnt to make.
-  Garrido et al. slide a window over a longer video, but each window is a clip of its own whose
-  positions start at 0: in the model's coordinates that is a prefix too.
-- `sliding`: for each window length c in `context_slots` and each slot t >= c, the c slots just
-  before t predict slot t. Here the windows keep their place in the clip, so a window that does
-  not start at slot 0 is a context the `future` mask never showed the predictor.
+layer-normed features of a slot is the surprise at that slot. For each k in `context_slots`, the
+clip's first k slots predict every later slot at once: exactly what the `future` mask trains (the
+first k slots as context, all later ones as targets), so every prediction is one the predictor has
+learnt to make. Garrido et al. slide a window over a longer video, but each window is a clip of its
+own whose positions start at 0: in the model's coordinates that is a prefix too.
 A clip's surprise curve averages the predictions of each slot; its score is the curve's max (or
-mean, `score`) from the first slot the event reaches on (`from_event`; twins are identical before
-it, so earlier slots can only tie), or over the whole curve for clips without an `event_frame`.
+mean, `score`) from the first slot the event reaches on (twins are identical before it, so earlier
+slots can only tie), or over the whole curve for clips without an `event_frame`.
 
 Each group of a VoE table (`path,group,possible,property`, optional `event_frame` and `set`) holds
 clips identical up to an event. Per property:
@@ -55,17 +50,18 @@ from evals.stats import bootstrap_ci
 from evals.worldmodel import (
     WorldModel, WorldModelSource, build_world_models, check_same_geometry, clip_transform, read_clip_from_start,
 )
-from vjepa.config import save_config
+from vjepa.config import choice, save_config
+from vjepa.models.config import ModelConfig
+from vjepa.pretrained import ClipConfig
 from vjepa.data import DataError
 from vjepa.report import margin_cell, markdown_table
 from vjepa.runlog import progress, setup_logging
-from vjepa.train import resolve_device
+from vjepa.device import DEVICES, resolve_device
 
 log = logging.getLogger("vjepa.physics")
 
 REQUIRED_COLUMNS = ("path", "group", "possible", "property")
 SCORES = ("max", "mean")
-CONTEXTS = ("prefix", "sliding")
 
 
 @dataclass
@@ -75,19 +71,18 @@ class PhysicsConfig:
     checkpoint: str = "runs/pretrain/checkpoints/latest.pt"  # what `${checkpoint}` means in a recipe's models
     table: str = MISSING  # VoE table: CSV `path,group,possible,property[,event_frame][,set]`, paths relative to it
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    # prefix: the clip's first k slots predict all later ones, k in context_slots (what the `future` mask trains);
-    # sliding: the c slots just before each slot predict it, c in context_slots (windows keep their place in the clip)
-    context: str = "prefix"
-    context_slots: List[int] = field(default_factory=lambda: [2, 3, 4])  # prefix lengths, or sliding window lengths
-    score: str = "max"  # max | mean of a clip's surprise curve
-    # score from the first time slot the event reaches (tables with event_frame); false: the whole curve
-    from_event: bool = True
+    device: str = choice("auto", DEVICES)  # auto | cpu | cuda
+    # the clip's first k slots predict all later ones, for each k here (what the `future` mask trains)
+    context_slots: List[int] = field(default_factory=lambda: [2, 3, 4])
+    score: str = choice("max", SCORES)  # max | mean of a clip's surprise curve (from the first slot the event reaches)
     bootstrap: int = 1000  # resamples of the pairs (sets) for the accuracy's confidence interval
     examples: int = 4  # twin pairs drawn in surprise_curves.png
     batch_size: int = 8
     mask_index: Optional[int] = None  # predictor mask token; null: the checkpoint's `future` mask
     models: Dict[str, WorldModelSource] = field(default_factory=dict)  # by name: jepa, random, ...
+    # the architecture and clips of checkpoints without a `config` (official V-JEPA ones)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
 
 
 # --------------------------------------------------------------------------- the VoE table
@@ -167,28 +162,24 @@ def matched_sets(clips: list[VoEClip]) -> dict[str, list[tuple[list[int], list[i
 
 
 @torch.no_grad()
-def token_surprise(model: WorldModel, clips: torch.Tensor, lengths: List[int], context: str = "prefix") -> torch.Tensor:
+def token_surprise(model: WorldModel, clips: torch.Tensor, lengths: List[int]) -> torch.Tensor:
     """[B, T, H*W] surprise per token: the L1 error of its predicted features (mean over the feature
-    dimension), averaged over its predictions (`context`: prefix or sliding); NaN in slots none predicts."""
+    dimension), averaged over its predictions from the prefixes of `lengths` slots; NaN in slots none predicts."""
     num_slots = model.grid[0]
     real = model.target_slots(clips)
     total = torch.zeros(clips.size(0), num_slots, model.tokens_per_slot)
     count = torch.zeros(num_slots)
     for c in lengths:
-        # prefix: the first c slots predict every later one, as the future mask trains;
-        # sliding: the c slots just before each slot t >= c predict t
-        contexts = [(range(c), range(c, num_slots))] if context == "prefix" else \
-            [(range(t - c, t), range(t, t + 1)) for t in range(c, num_slots)]
-        for past, later in contexts:
-            pred = model.predict_slots(model.context_slots(clips, past), past, later)
-            total[:, later.start:later.stop] += (pred - real[:, later.start:later.stop]).abs().mean(-1).cpu()
-            count[later.start:later.stop] += 1
+        past, later = range(c), range(c, num_slots)
+        pred = model.predict_slots(model.context_slots(clips, past), past, later)
+        total[:, c:] += (pred - real[:, c:]).abs().mean(-1).cpu()
+        count[c:] += 1
     return total / count.where(count > 0, torch.tensor(float("nan")))[:, None]
 
 
-def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int], context: str = "prefix") -> torch.Tensor:
+def surprise_curves(model: WorldModel, clips: torch.Tensor, lengths: List[int]) -> torch.Tensor:
     """[B, T] surprise per time slot: its tokens' surprise averaged (`token_surprise`); NaN where none is predicted."""
-    return token_surprise(model, clips, lengths, context).mean(-1)
+    return token_surprise(model, clips, lengths).mean(-1)
 
 
 def event_slot(event_frame: Optional[int], frame_step: int, tubelet_size: int, num_slots: int) -> int:
@@ -368,9 +359,9 @@ def example_maps(model: WorldModel, clips: list[VoEClip], chosen: list[tuple[int
     arch = model.arch
     transform = clip_transform(arch)
     paths = [clips[i].path for pair in chosen for i in pair]
-    frames = torch.stack([read_clip_from_start(path, arch.data.frames_per_clip, arch.data.frame_step, transform)
+    frames = torch.stack([read_clip_from_start(path, arch.frames_per_clip, arch.frame_step, transform)
                           for path in paths])  # [2E, C, F, H, W], normalised
-    maps = token_surprise(model, frames.to(device), list(cfg.context_slots), cfg.context)
+    maps = token_surprise(model, frames.to(device), list(cfg.context_slots))
     pictures = to_pictures(frames, transform)
     t, h, w = model.grid
     return (pictures.numpy().reshape(len(chosen), 2, *pictures.shape[1:]),
@@ -439,8 +430,9 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "# Violation of expectation",
         "",
         f"{metrics['videos']} clips of `{cfg.table}`. Surprise: the predictor's L1 error on each time slot "
-        f"{context_words(cfg)}, averaged; a clip scores its {cfg.score} surprise"
-        f"{' from the first slot the event reaches on (twins are identical before it)' if cfg.from_event else ''}. "
+        f"predicted from the clip's first {', '.join(map(str, cfg.context_slots))} slots (each prefix predicts every "
+        f"later slot at once, as the `future` mask trains it), averaged; a clip scores its {cfg.score} surprise from "
+        "the first slot the event reaches on (twins are identical before it). "
         "Models with several seeds (random init) show the mean over seeds: chance as this test measures it.",
         "",
         "Relative accuracy (IntPhys): the matched sets whose possible clips are less surprising in total than their "
@@ -471,15 +463,6 @@ def write_report(path: Path, metrics: dict, cfg: PhysicsConfig) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
-
-
-def context_words(cfg: PhysicsConfig) -> str:
-    """How the report says which pasts predicted each slot."""
-    lengths = ", ".join(map(str, cfg.context_slots))
-    if cfg.context == "prefix":
-        return (f"predicted from the clip's first {lengths} slots (each prefix predicts every later slot at once, as "
-                f"the `future` mask trains it)")
-    return f"predicted from the {lengths} slots just before it (sliding windows that keep their place in the clip)"
 
 
 def margins_section(metrics: dict, cfg: PhysicsConfig) -> list[str]:
@@ -525,10 +508,6 @@ def other_scores_section(metrics: dict) -> list[str]:
 
 
 def check_config(cfg: PhysicsConfig, num_slots: int) -> None:
-    if cfg.score not in SCORES:
-        raise ValueError(f"score={cfg.score!r}: expected one of {', '.join(SCORES)}")
-    if cfg.context not in CONTEXTS:
-        raise ValueError(f"context={cfg.context!r}: expected one of {', '.join(CONTEXTS)}")
     if not cfg.context_slots or not all(1 <= c < num_slots for c in cfg.context_slots):
         raise ValueError(f"context_slots={list(cfg.context_slots)}: each must lie in [1, {num_slots - 1}] for clips of "
                          f"{num_slots} time slots")
@@ -555,10 +534,10 @@ def clip_surprises(models: list[WorldModel], clips: list[VoEClip], cfg: PhysicsC
     bar = progress(len(clips), desc="surprise")
     for start in range(0, len(clips), cfg.batch_size):
         batch = clips[start:start + cfg.batch_size]
-        frames = torch.stack([read_clip_from_start(c.path, arch.data.frames_per_clip, arch.data.frame_step, transform)
+        frames = torch.stack([read_clip_from_start(c.path, arch.frames_per_clip, arch.frame_step, transform)
                               for c in batch]).to(device)
         for model, curves in zip(models, out):
-            curves.append(surprise_curves(model, frames, list(cfg.context_slots), cfg.context).numpy())
+            curves.append(surprise_curves(model, frames, list(cfg.context_slots)).numpy())
         bar.update(len(batch))
     bar.close()
     return [np.concatenate(c) for c in out]
@@ -574,7 +553,7 @@ def main(cfg: PhysicsConfig) -> dict:
     out = Path(cfg.output)
     clips = read_voe_table(cfg.table)
     pairs, sets = twin_pairs(clips), matched_sets(clips)
-    models = [m for name, spec in cfg.models.items() for m in build_world_models(name, spec, cfg.mask_index)]
+    models = [m for name, spec in cfg.models.items() for m in build_world_models(name, spec, cfg.mask_index, cfg.model, cfg.clip)]
     check_same_geometry(models)
     check_config(cfg, models[0].grid[0])
     save_config(cfg, out / "config.yaml")
@@ -587,20 +566,18 @@ def main(cfg: PhysicsConfig) -> dict:
     elapsed = time.perf_counter() - t0
     arch = models[0].arch
     num_slots = models[0].grid[0]
-    starts = np.array([event_slot(c.event_frame, arch.data.frame_step, arch.model.tubelet_size, num_slots)
-                       if cfg.from_event else 0 for c in clips])
+    starts = np.array([event_slot(c.event_frame, arch.frame_step, arch.model.tubelet_size, num_slots) for c in clips])
     names = list(cfg.models)
     metrics: dict = score_metrics(names, models, curves, cfg.score, starts, clips, pairs, sets, cfg)
     metrics["other_scores"] = {score: score_metrics(names, models, curves, score, starts, clips, pairs, sets, cfg)
                                for score in SCORES if score != cfg.score}
-    metrics.update(score=cfg.score, from_event=cfg.from_event, context=cfg.context,
-                   context_slots=list(cfg.context_slots), videos=len(clips),
+    metrics.update(score=cfg.score, context_slots=list(cfg.context_slots), videos=len(clips),
                    timing={"surprise_s": elapsed})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_surprises(out / "surprise.csv", models, curves, clips, cfg.score)
     plot_accuracy(out / "accuracy.png", metrics)
     plot_examples(out / "surprise_curves.png", curves[0], clips, pairs, cfg.examples,
-                  arch.data.frame_step * arch.model.tubelet_size, models[0].name)
+                  arch.frame_step * arch.model.tubelet_size, models[0].name)
     chosen = example_pairs(pairs, cfg.examples)
     if chosen:
         plot_maps(out / "surprise_maps.png", *example_maps(models[0], clips, chosen, cfg, device), chosen, clips, starts)

@@ -36,11 +36,12 @@ from evals.tasks import (
     TaskConfig, check_task, class_indices, classification_metrics, holdout_videos, read_targets,
     regression_metrics, video_mean,
 )
-from vjepa.config import save_config
+from vjepa.config import choice, save_config
 from vjepa.data import VideoDataset
 from vjepa.report import margin_cell, markdown_table
 from vjepa.runlog import setup_logging
-from vjepa.train import ModelConfig, resolve_device
+from vjepa.device import DEVICES, resolve_device
+from vjepa.models.config import ModelConfig
 
 log = logging.getLogger("vjepa.probe")
 
@@ -61,7 +62,7 @@ class ProbeConfig:
     world: str = "runs/world"  # what `${world}` means in a recipe's data paths
     checkpoint: str = "runs/pretrain/checkpoints/latest.pt"  # what `${checkpoint}` means in a recipe's models
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = choice("auto", DEVICES)  # auto | cpu | cuda
     cache_dir: Optional[str] = None  # features cache; null: <output>/features
     holdout: float = 0.2  # fraction of training videos held out to choose each probe's hyper-parameters
     data: ProbeDataConfig = field(default_factory=ProbeDataConfig)

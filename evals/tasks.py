@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
+
+from vjepa.config import choice
 from vjepa.data import DataError
 
 TASK_TYPES = ("classification", "regression")
@@ -24,9 +26,9 @@ PROBES = {"classification": ("linear", "attentive", "knn"), "regression": ("line
 class TaskConfig:
     """One thing to predict; its name is its key under `tasks`."""
 
-    type: str = "classification"  # classification (the video list's labels) | regression (target table columns)
+    type: str = choice("classification", TASK_TYPES)  # classification (the video list's labels) | regression (target columns)
     targets: List[str] = field(default_factory=list)  # regression: columns of the target tables
-    probes: List[str] = field(default_factory=lambda: ["linear"])  # linear | attentive | knn (classification only)
+    probes: List[str] = choice(["linear"], PROBES["classification"], many=True)  # linear | attentive | knn (classification only)
 
 
 def check_task(name: str, task: TaskConfig) -> None:

@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from evals.features import FeatureConfig, architecture, encoder_state, fit_pos_embed
-from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state
+from vjepa.checkpoint import load_checkpoint
+from vjepa.config import choice
 from vjepa.data import VideoTransform
 from vjepa.data.dataset import read_frames
+from vjepa.models.config import ModelConfig
 from vjepa.objectives.pixel import normalise_patches, patchify, unpatchify
-from vjepa.train import ModelConfig, PretrainConfig, build_objective
+from vjepa.pretrained import Architecture, ClipConfig, fallback_architecture, load_pretrained, random_pretrained
+from vjepa.pretrained import architecture as checkpoint_architecture
 
 log = logging.getLogger("vjepa.worldmodel")
 
@@ -33,8 +35,8 @@ log = logging.getLogger("vjepa.worldmodel")
 class WorldModelSource:
     """One model to test; its name (jepa, random, ...) is its key under `models`."""
 
-    kind: str = "checkpoint"  # checkpoint | random
-    checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy
+    kind: str = choice("checkpoint", ("checkpoint", "random"))
+    checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy (null: `model`)
     seeds: List[int] = field(default_factory=lambda: [0])  # random: one model per seed
 
 
@@ -49,7 +51,7 @@ class WorldModel:
     name: str
     encoder: nn.Module  # the target encoder (the EMA one), or the encoder if a checkpoint has none
     predictor: nn.Module
-    arch: PretrainConfig
+    arch: Architecture
     mask_index: int  # the predictor's mask token for predicting the future
     seed: Optional[int] = None  # random models
 
@@ -151,62 +153,62 @@ class PixelWorldModel(WorldModel):
         return torch.cat(imagined, dim=1), pixels
 
 
-def future_mask_index(arch: PretrainConfig, where: str, override: Optional[int]) -> int:
-    """The mask token the predictor learned future prediction with: the `future` entry of `masks`."""
+def future_mask_index(arch: Architecture, where: str, override: Optional[int]) -> int:
+    """The mask token the predictor learned future prediction with: the `future` entry of `masks`.
+
+    A checkpoint without a config (official V-JEPA) does not say how its mask tokens were trained; its
+    first token is used unless `mask_index` says otherwise."""
     if override is not None:
+        if not 0 <= override < arch.num_mask_tokens:
+            raise ValueError(f"mask_index={override}: {where}'s predictor has {arch.num_mask_tokens} mask tokens")
         return override
-    kinds = [m.type for m in arch.masks]
-    if "future" not in kinds:
-        raise ValueError(f"{where} was trained without a future mask (masks: {kinds}); its predictor never learned "
+    if not arch.masks:
+        log.info("%s: no config, so its masks are unknown; predicting with mask token 0 of %d (set mask_index=N)",
+                 where, arch.num_mask_tokens)
+        return 0
+    if "future" not in arch.masks:
+        raise ValueError(f"{where} was trained without a future mask (masks: {arch.masks}); its predictor never learned "
                          "to predict later frames. Pretrain with a `{type: future}` mask, or set mask_index=N")
-    return kinds.index("future")
-
-
-def _frozen(module: nn.Module) -> nn.Module:
-    return module.eval().requires_grad_(False)
+    return arch.masks.index("future")
 
 
 #: world-model classes by pretraining objective; objectives without a predictor of the future have none
 WORLD_MODELS: dict[str, type[WorldModel]] = {"jepa": WorldModel, "pixel": PixelWorldModel}
 
 
-def build_world_models(name: str, spec: WorldModelSource, mask_index: Optional[int]) -> list[WorldModel]:
-    """The models of one `models` entry (several for a random model with several seeds)."""
-    if not spec.checkpoint:
-        raise ValueError(f"models.{name}: needs models.{name}.checkpoint=PATH (for kind random: whose architecture to copy)")
-    ckpt = load_checkpoint(spec.checkpoint)
-    if "config" not in ckpt:
-        raise CheckpointError(f"{spec.checkpoint}: no 'config' in the checkpoint, so its architecture and masks are unknown")
-    arch = architecture(ckpt, spec.checkpoint, ModelConfig(), FeatureConfig())
+def world_class(arch: Architecture, source: str, name: str) -> type[WorldModel]:
     if arch.objective not in WORLD_MODELS:
-        raise ValueError(f"models.{name}: {spec.checkpoint} was trained with objective '{arch.objective}', which "
-                         f"learns no predictor of the future; world-model tests take {' or '.join(WORLD_MODELS)} models")
-    cls = WORLD_MODELS[arch.objective]
-    index = future_mask_index(arch, spec.checkpoint, mask_index)
+        raise ValueError(f"models.{name}: {source} was trained with objective '{arch.objective}', which learns no "
+                         f"predictor of the future; world-model tests take {' or '.join(WORLD_MODELS)} models")
+    return WORLD_MODELS[arch.objective]
+
+
+def build_world_models(name: str, spec: WorldModelSource, mask_index: Optional[int], model: ModelConfig | None = None,
+                       clip: ClipConfig | None = None) -> list[WorldModel]:
+    """The models of one `models` entry (several for a random model with several seeds); `model` and `clip`
+    give the architecture of a checkpoint without a config (official V-JEPA) or of a random model without one."""
+    fallback = fallback_architecture(model or ModelConfig(), clip)
+    source = spec.checkpoint or "the config's model"
     if spec.kind == "checkpoint":
-        objective = build_objective(arch)
-        which, state = encoder_state(ckpt, "auto", spec.checkpoint, name)
-        load_module_state(objective.encoder, fit_pos_embed(state, objective.encoder, spec.checkpoint), which, spec.checkpoint)
-        if "predictor" not in ckpt:
-            raise CheckpointError(f"{spec.checkpoint}: no 'predictor' in the checkpoint; world-model tests need one")
-        load_module_state(objective.predictor, ckpt["predictor"], "predictor", spec.checkpoint)
-        return [cls(name, _frozen(objective.encoder), _frozen(objective.predictor), arch, index)]
-    if spec.kind == "random":
-        models = []
-        for seed in spec.seeds:
-            torch.manual_seed(seed)
-            objective = build_objective(arch)
-            models.append(cls(name, _frozen(objective.encoder), _frozen(objective.predictor), arch, index, seed))
-        return models
-    raise ValueError(f"models.{name}.kind: unknown kind {spec.kind!r}; expected checkpoint or random")
+        if not spec.checkpoint:
+            raise ValueError(f"models.{name}: kind checkpoint needs models.{name}.checkpoint=PATH")
+        arch = checkpoint_architecture(load_checkpoint(spec.checkpoint), source, fallback)
+        cls = world_class(arch, source, name)
+        loaded = [(load_pretrained(spec.checkpoint, fallback, with_predictor=True), None)]
+    else:
+        arch = checkpoint_architecture(load_checkpoint(spec.checkpoint) if spec.checkpoint else None, source, fallback)
+        cls = world_class(arch, source, name)
+        loaded = [(random_pretrained(arch, seed), seed) for seed in spec.seeds]
+    index = future_mask_index(arch, source, mask_index)
+    return [cls(name, p.encoder, p.predictor, p.arch, index, seed) for p, seed in loaded]
 
 
 def check_same_geometry(models: Sequence[WorldModel]) -> None:
     """All models must read the same clips the same way, or their numbers are not comparable."""
     first = models[0]
     for m in models[1:]:
-        if (m.grid, m.arch.data.frames_per_clip, m.arch.data.crop_size) != (
-                first.grid, first.arch.data.frames_per_clip, first.arch.data.crop_size):
+        if (m.grid, m.arch.frames_per_clip, m.arch.crop_size) != (first.grid, first.arch.frames_per_clip,
+                                                                    first.arch.crop_size):
             raise ValueError(f"models '{first.name}' and '{m.name}' differ in clip size or token grid "
                              f"({first.grid} vs {m.grid}); compare models trained on the same clips")
 
@@ -214,8 +216,8 @@ def check_same_geometry(models: Sequence[WorldModel]) -> None:
 # --------------------------------------------------------------------------- clips
 
 
-def clip_transform(arch: PretrainConfig) -> VideoTransform:
-    return VideoTransform(crop_size=arch.data.crop_size, train=False)
+def clip_transform(arch: Architecture) -> VideoTransform:
+    return VideoTransform(crop_size=arch.crop_size, train=False)
 
 
 def read_clip_from_start(path: str, frames_per_clip: int, frame_step: int, transform: VideoTransform) -> Tensor:

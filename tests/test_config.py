@@ -1,7 +1,10 @@
-"""Typed configs: typos and wrong types stop a run at start, naming the key and the file."""
+"""Typed configs: typos, wrong types and names outside a closed set stop a run at start, naming the key and the file."""
 import pytest
 
-from vjepa.config import ConfigError, load_config
+from app.cli import COMMANDS, load_command_config
+from evals.physics import PhysicsConfig
+from evals.probe import ProbeConfig
+from vjepa.config import ConfigError, load_config, resolve_config_path, shipped_configs
 from vjepa.train import PretrainConfig
 
 
@@ -54,3 +57,29 @@ def test_override_without_equals_is_rejected():
 def test_missing_config_file_is_named():
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(PretrainConfig, "configs/nope.yaml")
+
+
+@pytest.mark.parametrize("schema, recipe, override, key, choices", [
+    (PretrainConfig, "configs/pretrain/tiny_world.yaml", "objective=jepaa", "objective", "jepa, pixel, denoise"),
+    (PretrainConfig, "configs/pretrain/tiny_world.yaml", "device=gpu", "device", "auto, cpu, cuda"),
+    (PretrainConfig, "configs/pretrain/tiny_world.yaml", "model.name=vit_mini", "model.name", "vit_micro"),
+    (PretrainConfig, "configs/pretrain/tiny_world.yaml", "masks=[{type: blocks}]", "masks[0].type", "multiblock, tube, future"),
+    (PhysicsConfig, "configs/evals/physics_world.yaml", "score=median", "score", "max, mean"),
+    (ProbeConfig, "configs/evals/probe_world.yaml", "models.jepa.kind=ckpt", "models.jepa.kind", "checkpoint, random, raw, timm"),
+    (ProbeConfig, "configs/evals/probe_world.yaml", "tasks.n_objects.probes=[linear,svm]", "tasks.n_objects.probes", "knn"),
+])
+def test_a_name_outside_its_closed_set_is_rejected_at_load_naming_key_and_choices(schema, recipe, override, key, choices):
+    with pytest.raises(ConfigError) as error:
+        load_config(schema, recipe, ["data.train_list=x.txt"] * (schema is PretrainConfig) + [override])
+    assert f"key '{key}'" in str(error.value) and choices in str(error.value) and recipe in str(error.value)
+
+
+def test_every_command_loads_its_shipped_default_recipe_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here, so the shipped recipes must be found
+    for name, command in COMMANDS.items():
+        if command.default_config:
+            assert resolve_config_path(command.default_config).is_relative_to(shipped_configs())
+            load_command_config(name)
+    assert resolve_config_path("pretrain/tiny_world.yaml") == shipped_configs() / "pretrain/tiny_world.yaml"
+    (tmp_path / "mine.yaml").write_text("seed: 3\n")
+    assert load_command_config("world", "mine.yaml").seed == 3  # the current folder first

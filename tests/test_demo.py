@@ -2,7 +2,7 @@
 from conftest import REPO, TINY_MASKS
 
 from vjepa.config import load_config
-from vjepa.demo import DemoConfig, main
+from app.demo import DemoConfig, main
 
 
 def test_demo_runs_every_step_and_gathers_them_in_one_report(tmp_path):

@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 def run(world, output, nproc: int, batch_size: int) -> None:
-    args = ["-m", "vjepa", "pretrain", f"data.train_list={world / 'train.txt'}", f"output={output}",
+    args = ["-m", "app", "pretrain", f"data.train_list={world / 'train.txt'}", f"output={output}",
             f"data.batch_size={batch_size}", *TINY]
     if nproc > 1:
         launcher = ["-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",

@@ -13,6 +13,7 @@ from evals.dream import (
     position_mean_errors, swap_changes,
 )
 from evals.worldmodel import WorldModelSource, build_world_models, slot_l1
+from vjepa.checkpoint import load_checkpoint
 from vjepa.config import load_config
 from vjepa.train import pretrain
 
@@ -57,7 +58,31 @@ def test_paired_margin_separates_a_consistent_gap_from_noise():
 
 def test_future_mask_token_comes_from_the_checkpoint_masks(tiny_checkpoint):
     (model,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
-    assert [m.type for m in model.arch.masks].index("future") == model.mask_index == 2
+    assert model.arch.masks == ["multiblock", "multiblock", "future"] and model.mask_index == 2
+
+
+def save_official_layout(checkpoint, path):
+    """Our weights, predictor included, as the official V-JEPA code saves them: DDP + wrapper prefixes, no config."""
+    ckpt = load_checkpoint(checkpoint)
+    torch.save({key: {"module.backbone." + k: v for k, v in ckpt[key].items()}
+                for key in ("encoder", "target_encoder", "predictor")} | {"epoch": 1}, path)
+    return path, ckpt["config"]["model"]
+
+
+def test_an_official_layout_checkpoint_imagines_exactly_as_ours(tiny_world, tiny_checkpoint, tmp_path):
+    official, model = save_official_layout(tiny_checkpoint, tmp_path / "official.pt")
+    arch = [f"model.{k}={v}" for k, v in model.items() if v is not None] + [
+        "clip.frames_per_clip=8", "clip.frame_step=2", "clip.crop_size=32"]
+    cfg = dream_config(tiny_world, official, tmp_path / "dream", "decoder.enabled=false", *arch)
+    (theirs,) = build_world_models("jepa", cfg.models.jepa, 2, cfg.model, cfg.clip)
+    (ours,) = build_world_models("jepa", WorldModelSource(checkpoint=str(tiny_checkpoint)), None)
+    assert theirs.arch.num_mask_tokens == 3 and theirs.arch.masks == []  # read from the weights; no config
+    clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(theirs.imagine(clips, 2), ours.imagine(clips, 2))
+    (default,) = build_world_models("jepa", cfg.models.jepa, None, cfg.model, cfg.clip)
+    assert default.mask_index == 0  # masks unknown: the first token, unless mask_index says otherwise
+    metrics = main(dream_config(tiny_world, official, tmp_path / "dream", "decoder.enabled=false", "mask_index=2", *arch))
+    assert metrics["models"].keys() == {"jepa", "random"}  # `vjepa dream` runs on it, its random control too
 
 
 def test_no_future_mask_is_a_clear_error(tiny_world, tmp_path):

@@ -173,29 +173,6 @@ def test_copy_context_makes_each_future_query_follow_its_own_positions_past():
         assert (change.argmax().item() == 5 and change[5] > 2 * change.median()) == position_5_moves_most
 
 
-def test_residual_predictor_adds_its_output_to_the_layer_normed_token_it_copies():
-    grid = (4, 2, 2)
-    ctx_idx = torch.tensor([[0, 1, 2, 3, 5, 6]])  # slot 0 whole, slot 1 positions 1 and 2
-    tgt_idx = torch.tensor([[4, 8, 9, 11, 13]])  # position 0 of slot 1 (seen in slot 0), then slots 2-3
-    ctx = torch.randn(1, 6, 48) * 3 + 1
-    predictor = tiny_predictor(num_frames=8, img_size=16, patch_size=8, residual=True)
-    with torch.no_grad():
-        out = predictor(ctx, ctx_idx, tgt_idx, grid=grid)
-        predictor.predictor_proj.weight.zero_()
-        predictor.predictor_proj.bias.zero_()
-        kept = predictor(ctx, ctx_idx, tgt_idx, grid=grid)
-    normed = torch.nn.functional.layer_norm(ctx, (48,))
-    # each target keeps its position's latest earlier context token: 0 <- token 0, 8 <- 0, 9 <- 5, 11 <- 3, 13 <- 5
-    assert torch.allclose(kept[0], normed[0, [0, 0, 4, 3, 4]], atol=1e-5)
-    assert not torch.allclose(out, kept, atol=1e-3)  # the predictor's own output is added, not dropped
-    none = tiny_predictor(num_frames=8, img_size=16, patch_size=8, residual=True)
-    with torch.no_grad():
-        none.predictor_proj.weight.zero_()
-        none.predictor_proj.bias.zero_()
-        first = none(ctx[:, 4:], ctx_idx[:, 4:], torch.tensor([[1, 4]]), grid=grid)
-    assert first.abs().max() == 0  # nothing seen earlier at positions 1 (slot 0) or 0 (only later): no copy
-
-
 def test_state_dict_keys_match_the_official_vjepa_names():
     keys = set(tiny_encoder().state_dict()) | set(tiny_predictor().state_dict())
     official = {

@@ -8,7 +8,8 @@ from vjepa.checkpoint import load_checkpoint
 from vjepa.models import build_encoder
 from vjepa.objectives.pixel import normalise_patches, patchify, unpatchify
 from vjepa.runlog import read_log
-from vjepa.train import ModelConfig, pretrain
+from vjepa.models.config import ModelConfig, token_grid
+from vjepa.train import pretrain
 
 PIXEL_MASKS = "masks=[{type: tube, ratio: 0.9}, {type: future}]"
 
@@ -89,11 +90,11 @@ def test_var_reg_adds_the_hinge_of_the_context_features_and_reaches_the_encoder(
     from vjepa.masks import build_mask_generator, sample_masks
     from vjepa.models.vit import gather_tokens
     from vjepa.objectives.jepa import variance_hinge
-    from vjepa.train import build_objective, token_grid
+    from vjepa.train import build_objective
 
     cfg = tiny_pretrain_config(tiny_world, tmp_path, "loss.var_reg=0.0")
     clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
-    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
+    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data.frames_per_clip, cfg.data.crop_size, cfg.model)) for m in cfg.masks], 2, 0, 0)
     torch.manual_seed(0)
     plain = build_objective(cfg)
     cfg.loss.var_reg = 2.0
@@ -118,11 +119,11 @@ def test_var_reg_is_ignored_by_objectives_without_it(tiny_world, tmp_path):
 def _objective_and_batch(tiny_world, tmp_path, *overrides):
     """The tiny recipe's jepa objective (no variance hinge, seed 0) with a batch of 2 random clips and its masks."""
     from vjepa.masks import build_mask_generator, sample_masks
-    from vjepa.train import build_objective, token_grid
+    from vjepa.train import build_objective
 
     cfg = tiny_pretrain_config(tiny_world, tmp_path, *overrides, "loss.var_reg=0.0")
     clips = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
-    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data, cfg.model)) for m in cfg.masks], 2, 0, 0)
+    masks = sample_masks([build_mask_generator(m, token_grid(cfg.data.frames_per_clip, cfg.data.crop_size, cfg.model)) for m in cfg.masks], 2, 0, 0)
     torch.manual_seed(0)
     return cfg, build_objective(cfg), clips, masks
 
@@ -151,39 +152,4 @@ def test_loss_exp_is_l1_at_one_and_half_the_squared_error_at_two(tiny_world, tmp
     torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-6)
     cfg.loss.loss_exp = 0.0
     with pytest.raises(ValueError, match="loss.loss_exp"):
-        build_objective(cfg)
-
-
-def test_motion_weights_raise_the_tokens_a_moving_square_enters_and_leaves():
-    from vjepa.objectives.jepa import motion_weights
-
-    clips = torch.zeros(2, 3, 8, 32, 32)  # tubelet 2, patch 8: a 4x4x4 grid
-    for frame in range(8):  # a 6 px square moving 4 px a frame to the right, along token row 1 (rows 9-14)
-        clips[0, :, frame, 9:15, 2 + 4 * frame:8 + 4 * frame] = 1.0
-    w = motion_weights(clips, tubelet=2, patch=8, strength=2.0).view(2, 4, 4, 4)
-    assert torch.equal(w[1], torch.ones(4, 4, 4))  # a still clip: every token weighs 1
-    assert torch.equal(w[0, :, [0, 2, 3]], torch.ones(4, 3, 4))  # rows the square never touches
-    assert (w[0, 1:, 1, :].amax(-1) > 1).all()  # from slot 1 on, something changes in the square's row
-    assert w[0, 1, 1, 3] == 1 and w[0, 3, 1, 3] > 1  # ... only where it comes: token column 3 at slot 3, not 1
-    torch.testing.assert_close((w - 1).mean(), torch.tensor(2.0))  # strength = the mean extra weight
-
-
-def test_motion_weight_weighs_the_loss_per_target_token(tiny_world, tmp_path):
-    import pytest
-
-    from vjepa.objectives.jepa import motion_weights
-    from vjepa.train import build_objective
-
-    cfg, objective, clips, masks = _objective_and_batch(tiny_world, tmp_path, "loss.motion_weight=3.0")
-    loss, _ = objective(clips, masks)
-    w = motion_weights(clips, cfg.model.tubelet_size, cfg.model.patch_size, 3.0)
-    weighted, plain = [], []
-    for pred, target, t in _predictions(objective, clips, masks):
-        err, wt = (pred - target).abs().mean(-1), torch.gather(w, 1, t)
-        weighted.append((err * wt).sum() / wt.sum())
-        plain.append(err.mean())
-    torch.testing.assert_close(loss, torch.stack(weighted).mean(), rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(loss, torch.stack(plain).mean())
-    cfg.loss.motion_weight = -1.0
-    with pytest.raises(ValueError, match="loss.motion_weight"):
         build_objective(cfg)

@@ -20,7 +20,7 @@ from vjepa.checkpoint import CheckpointError, load_checkpoint
 from vjepa.config import load_config
 from vjepa.data import DataError
 from vjepa.models import get_3d_sincos_pos_embed, interpolate_pos_embed
-from vjepa.train import ModelConfig
+from vjepa.models.config import ModelConfig
 
 TINY_FEATURES = FeatureConfig(frames_per_clip=8, frame_step=2, crop_size=32, batch_size=8, num_workers=0)
 

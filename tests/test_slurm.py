@@ -24,8 +24,9 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, TINY_MASKS, tiny_pretrain_config
 from vjepa.checkpoint import load_checkpoint
-from vjepa.cli import build_parser, main
-from vjepa.submit import SlurmConfig, preemption, slurm_config_from_args, sweep, sweep_folder
+from app.cli import build_parser, main
+from vjepa.preemption import preemption
+from vjepa.submit import SlurmConfig, slurm_config_from_args, sweep, sweep_folder
 from vjepa import train as train_module
 from vjepa.train import pretrain
 

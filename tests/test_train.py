@@ -11,8 +11,9 @@ import torch
 from conftest import REPO, tiny_pretrain_config
 from vjepa.checkpoint import load_checkpoint
 from vjepa.data import DataError
-from vjepa.train import PretrainConfig, TrainingDiverged, build_networks, pretrain
-from vjepa.config import load_config
+from vjepa.models.config import build_networks
+from vjepa.train import PretrainConfig, TrainingDiverged, pretrain
+from vjepa.config import ConfigError, load_config
 
 
 def read_rows(path):
@@ -91,7 +92,7 @@ def test_a_list_without_a_readable_video_fails_naming_the_list(tmp_path):
 
 def test_cli_reports_a_config_typo_in_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "vjepa", "pretrain", f"output={tmp_path}", "optimization.lrr=0.1"],
+        [sys.executable, "-m", "app", "pretrain", f"output={tmp_path}", "optimization.lrr=0.1"],
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 2
@@ -100,7 +101,7 @@ def test_cli_reports_a_config_typo_in_one_line(tmp_path):
 
 def test_vitl16_recipe_builds_a_304m_parameter_encoder():
     cfg = load_config(PretrainConfig, REPO / "configs/pretrain/vitl16_k400.yaml", ["data.train_list=k400.txt"])
-    encoder, predictor = build_networks(cfg)
+    encoder, predictor = build_networks(cfg.model, cfg.data.frames_per_clip, cfg.data.crop_size, len(cfg.masks))
     n = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
     assert 303e6 < n < 305e6, n
     assert predictor.predictor_embed.out_features == 384 and len(predictor.predictor_blocks) == 12
@@ -129,7 +130,7 @@ def test_rope_run_saves_no_position_table_and_its_checkpoint_reloads_strictly(ti
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert ckpt["config"]["model"]["pos_embed"] == "rope"
     assert "pos_embed" not in ckpt["target_encoder"] and "predictor_pos_embed" not in ckpt["predictor"]
-    encoder, _ = build_networks(cfg)
+    encoder, _ = build_networks(cfg.model, cfg.data.frames_per_clip, cfg.data.crop_size, len(cfg.masks))
     encoder.load_state_dict(ckpt["target_encoder"])  # strict: the same tensors, no table missing or left over
-    with pytest.raises(ValueError, match="model.pos_embed='learn'"):
-        build_networks(tiny_pretrain_config(tiny_world, tmp_path / "bad", "model.pos_embed=learn"))
+    with pytest.raises(ConfigError, match="'model.pos_embed': 'learn' is not one of sincos, rope"):
+        tiny_pretrain_config(tiny_world, tmp_path / "bad", "model.pos_embed=learn")

@@ -6,11 +6,27 @@ DDP rank computes the same value.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+
+@dataclass
+class OptimizationConfig:
+    steps: int = 90_000
+    schedule_steps: Optional[int] = None  # null: `steps`; longer stops the schedules early (V-JEPA's ipe_scale)
+    warmup_steps: int = 12_000
+    start_lr: float = 2.0e-4
+    lr: float = 6.25e-4
+    final_lr: float = 1.0e-6
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    ema: Tuple[float, float] = (0.998, 1.0)  # EMA momentum of the target encoder, from and to (linear)
+    clip_grad: float = 10.0  # 0 turns clipping off
+    betas: Tuple[float, float] = (0.9, 0.999)
 
 
 def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
@@ -61,3 +77,21 @@ def set_lr_wd(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) 
         group["lr"] = lr
         if group.get("apply_wd", True):
             group["weight_decay"] = weight_decay
+
+
+@dataclass
+class Schedules:
+    """lr, weight decay and EMA momentum as functions of the step (V-JEPA's schedules)."""
+
+    opt: OptimizationConfig
+
+    @property
+    def length(self) -> int:
+        return self.opt.schedule_steps or self.opt.steps
+
+    def __call__(self, step: int) -> tuple[float, float, float]:
+        o = self.opt
+        lr = warmup_cosine(step, o.warmup_steps, self.length, o.start_lr, o.lr, o.final_lr)
+        wd = cosine(step, self.length, o.weight_decay, o.final_weight_decay)
+        momentum = linear(step, self.length, o.ema[0], o.ema[1])
+        return lr, wd, momentum

@@ -3,35 +3,34 @@
     vjepa submit pretrain --config configs/pretrain/tiny_world.yaml --gpus-per-node 8 --nodes 2 --time 600
     vjepa submit probe --array checkpoint=runs/a/checkpoints/latest.pt,runs/b/checkpoints/latest.pt
 
-The command's config is loaded here as `vjepa COMMAND` loads it and written to `<output>/config.yaml`;
-the job runs the same entry point on that file, so a queued job is not changed by later edits of the
-recipe. submitit's files (sbatch script, pickles, stdout/stderr logs) go to `<output>/slurm/<job id>/`.
+The command line (`app.cli`) loads the command's config as `vjepa COMMAND` loads it and writes it
+to `<output>/config.yaml`; the job runs the same entry point on that file, so a queued job is not
+changed by later edits of the recipe. This module knows nothing of the commands: a job is any
+picklable `runner(command, config, overrides)`. submitit's files (sbatch script, pickles,
+stdout/stderr logs) go to `<output>/slurm/<job id>/`.
 
-On SLURM's timeout or preemption signal (USR2, sent `signal_delay_s` before the time limit) the job
-saves the current training step, requeues itself and resumes from that step with `resume=true`: the
-finished run is the one an uninterrupted run would have produced.
+On SLURM's timeout or preemption signal (USR2, sent `signal_delay_s` before the time limit; SIGTERM)
+the job saves the current training step (`vjepa.preemption`), requeues itself and resumes from that
+step with `resume=true`: the finished run is the one an uninterrupted run would have produced.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import itertools
 import os
 import re
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import submitit
 from submitit.core.utils import FailedJobError
 from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributedEnvironment
 
-from vjepa.cli import COMMANDS, load_command_config, run_command
-from vjepa.config import ConfigError, load_config, save_config
+from vjepa.config import ConfigError, choice, load_config
+from vjepa.preemption import preemption
 
-NOT_SUBMITTABLE = ("demo",)  # the demo chains several commands in one process; submit them one by one
+Runner = Callable[[str, str, Sequence[str]], Any]  # (command, config file, overrides) -> the command's result
 
 
 class SubmissionError(ValueError):
@@ -42,7 +41,7 @@ class SubmissionError(ValueError):
 class SlurmConfig:
     """What a job asks the cluster for. A cluster's defaults go in a YAML file (`--slurm-config`)."""
 
-    cluster: Optional[str] = None  # slurm | local (processes on this machine); null: slurm where `srun` exists, else local
+    cluster: Optional[str] = choice(None, ("slurm", "local"))  # local: processes on this machine; null: slurm where `srun` exists, else local
     nodes: int = 1
     gpus_per_node: int = 0
     tasks_per_node: Optional[int] = None  # null: one task per GPU (one on CPU); each task is a torch.distributed rank
@@ -59,65 +58,6 @@ class SlurmConfig:
     extra: Dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {constraint: a100, exclusive: true}
 
 
-# --------------------------------------------------------------------------- preemption
-
-
-class Preemption:
-    """How a preempted job saves a training run between two steps.
-
-    The training loop registers `save_now` (write `latest.pt` for the last finished step) and runs
-    each step, from loading its batch on, inside `deferred()`: a SIGUSR2 or SIGTERM that arrives
-    mid-step waits until the step's update, log row and step count are all done, so a checkpoint never
-    holds a half-updated model, and the handler's exit never runs inside a data loader's cleanup.
-    """
-
-    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.armed = False  # True inside submitted jobs, where the signals checkpoint and requeue
-        self.save_now: Optional[Callable[[], None]] = None
-
-    def arm(self) -> None:
-        """In a submitted job, once submitit's handlers are set: make them act in this process only.
-
-        SLURM signals every process of a job step; a forked data-loader worker that ran submitit's
-        handler would save its stale copy of the model and requeue the job itself.
-        """
-        owner = os.getpid()
-
-        def in_owner_only(handler: Callable) -> Callable:
-            def handle(signum: int, frame: Any) -> None:
-                if os.getpid() == owner:
-                    handler(signum, frame)
-            return handle
-
-        for s in self.SIGNALS:
-            handler = signal.getsignal(s)
-            if callable(handler):
-                signal.signal(s, in_owner_only(handler))
-        self.armed = True
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        if not self.armed:
-            yield
-            return
-        # Swap the handlers rather than mask the signals: Python runs a handler in the main thread
-        # whichever thread the kernel delivered to, so masking the main thread alone defers nothing.
-        pending: list[int] = []
-        previous = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in self.SIGNALS}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        for signum in pending:
-            signal.raise_signal(signum)
-
-
-preemption = Preemption()
-
-
 def export_distributed_env() -> None:
     """torchrun's variables from SLURM's (or submitit's local) task layout, for `vjepa.distributed`."""
     if submitit.JobEnvironment().num_tasks > 1:
@@ -125,30 +65,27 @@ def export_distributed_env() -> None:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
-def accepts_resume(command: str) -> bool:
-    schema, _ = COMMANDS[command].load()
-    return any(f.name == "resume" for f in dataclasses.fields(schema))
-
-
 class SubmittedRun(Checkpointable):
-    """What a job runs: `vjepa COMMAND --config CONFIG [overrides]`; requeued with `resume=true`."""
+    """What a job runs: `runner(command, config, overrides)`; requeued with `resume=true` where the command resumes."""
 
-    def __init__(self, command: str, config: str, overrides: Sequence[str] = ()) -> None:
-        self.command, self.config, self.overrides = command, config, list(overrides)
+    def __init__(self, runner: Runner, command: str, config: str, overrides: Sequence[str] = (),
+                 resumable: bool = False) -> None:
+        self.runner, self.command, self.config, self.overrides = runner, command, config, list(overrides)
+        self.resumable = resumable
 
     def __call__(self) -> Any:
         export_distributed_env()
         preemption.arm()
-        return run_command(self.command, self.config, self.overrides)
+        return self.runner(self.command, self.config, self.overrides)
 
     def checkpoint(self) -> DelayedSubmission:
-        """Called by submitit's USR2 handler on rank 0: save the step in progress, then requeue."""
+        """Called by submitit's signal handler on rank 0: save the step in progress, then requeue."""
         if preemption.save_now is not None:
             preemption.save_now()
         overrides = self.overrides
-        if accepts_resume(self.command) and "resume=true" not in overrides:
+        if self.resumable and "resume=true" not in overrides:
             overrides = [*overrides, "resume=true"]
-        return DelayedSubmission(SubmittedRun(self.command, self.config, overrides))
+        return DelayedSubmission(SubmittedRun(self.runner, self.command, self.config, overrides, self.resumable))
 
 
 # --------------------------------------------------------------------------- submitting
@@ -182,27 +119,8 @@ def executor_parameters(slurm: SlurmConfig, name: str) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def prepare_runs(command: str, config: str | None, overrides: Sequence[str], arrays: Sequence[str]) -> tuple[Path, list[SubmittedRun]]:
-    """Load, check and save each job's config; return the run folder and the callables to submit."""
-    root = Path(load_command_config(command, config, overrides).output).absolute()
-    runs = []
-    for combo in sweep(arrays):
-        extra = [*combo, f"output={root / sweep_folder(combo)}"] if combo else []
-        cfg = load_command_config(command, config, [*overrides, *extra])
-        saved = Path(cfg.output).absolute() / "config.yaml"
-        save_config(cfg, saved)
-        runs.append(SubmittedRun(command, str(saved)))
-    return root, runs
-
-
-def submit(command: str, config: str | None = None, overrides: Sequence[str] = (), slurm: SlurmConfig | None = None,
-           arrays: Sequence[str] = ()) -> list[submitit.Job]:
-    """Submit `vjepa COMMAND` as one job, or as a job array over the product of `arrays` (`key=v1,v2`)."""
-    if command not in COMMANDS or command in NOT_SUBMITTABLE:
-        names = ", ".join(n for n in COMMANDS if n not in NOT_SUBMITTABLE)
-        raise ConfigError(f"vjepa submit: unknown command {command!r}; expected one of {names}")
-    slurm = slurm or load_config(SlurmConfig)
-    root, runs = prepare_runs(command, config, overrides, arrays)
+def submit_runs(command: str, root: Path, runs: Sequence[SubmittedRun], slurm: SlurmConfig) -> list[submitit.Job]:
+    """Submit the runs as one job, or as one job array; their logs go under `root/slurm/`."""
     executor = submitit.AutoExecutor(folder=root / "slurm" / "%j", cluster=slurm.cluster,
                                      slurm_max_num_timeout=slurm.max_timeouts)
     executor.update_parameters(**executor_parameters(slurm, f"vjepa-{command}"))
@@ -259,8 +177,8 @@ FLAGS = {
 }
 
 
-def add_submit_parser(sub: argparse._SubParsersAction) -> None:
-    """`vjepa submit COMMAND [options] [key=value ...]`: one sub-command per submittable command."""
+def add_submit_parser(sub: argparse._SubParsersAction, commands: dict[str, str]) -> None:
+    """`vjepa submit COMMAND [options] [key=value ...]`, one sub-command per entry of `commands` (name -> help)."""
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--config", default=None, help="the command's YAML recipe (default: the command's own)")
     options.add_argument("--slurm-config", default=os.environ.get("VJEPA_SLURM_CONFIG"),
@@ -275,9 +193,8 @@ def add_submit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="run a command as a SLURM job (submitit)",
                        description="Run `vjepa COMMAND` as a SLURM job: same config, same entry point.")
     targets = p.add_subparsers(dest="target", required=True, metavar="COMMAND")
-    for name, command in COMMANDS.items():
-        if name not in NOT_SUBMITTABLE:
-            targets.add_parser(name, parents=[options], help=command.help, description=f"vjepa {name}, as a SLURM job")
+    for name, text in commands.items():
+        targets.add_parser(name, parents=[options], help=text, description=f"vjepa {name}, as a SLURM job")
 
 
 def slurm_config_from_args(args: argparse.Namespace) -> SlurmConfig:
@@ -287,8 +204,3 @@ def slurm_config_from_args(args: argparse.Namespace) -> SlurmConfig:
         if value is not None:
             setattr(slurm, dest, value)
     return slurm
-
-
-def main(args: argparse.Namespace) -> list[submitit.Job]:
-    """`vjepa submit ...` once parsed by `vjepa.cli`."""
-    return submit(args.target, args.config, args.overrides, slurm_config_from_args(args), args.array)

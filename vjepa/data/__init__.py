@@ -8,10 +8,12 @@ from .dataset import (
     collate_videos,
     sample_clip_indices,
 )
+from .config import DataConfig, train_dataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform, sample_crop_box, to_unit_clip
 from .video_list import DataError, VideoEntry, read_video_list
 
 __all__ = [
+    "DataConfig",
     "DataError",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -27,4 +29,5 @@ __all__ = [
     "sample_clip_indices",
     "sample_crop_box",
     "to_unit_clip",
+    "train_dataset",
 ]

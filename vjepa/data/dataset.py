@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import re
-import signal
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
@@ -23,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from vjepa.preemption import preemption
 
 from .transforms import to_unit_clip
 from .video_list import DataError, read_video_list
@@ -268,11 +269,7 @@ def _seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
-    from vjepa.submit import preemption
-
-    if preemption.armed:  # in a SLURM job the main process checkpoints on these; a worker must not die of them
-        for s in preemption.SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
+    preemption.ignore_in_worker()
 
 
 def build_loader(

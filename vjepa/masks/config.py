@@ -6,15 +6,17 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from vjepa.config import choice
 from vjepa.masks.base import MaskPair
 from vjepa.masks.future import FutureMask
 from vjepa.masks.multiblock import MultiBlock3D
 from vjepa.masks.tube import RandomTube
 
+MASK_TYPES = ("multiblock", "tube", "future")
 
 @dataclass
 class MaskConfig:
-    type: str = "multiblock"  # multiblock | tube | future
+    type: str = choice("multiblock", MASK_TYPES)  # multiblock | tube | future
     # multiblock
     num_blocks: int = 8
     spatial_scale: Tuple[float, float] = (0.15, 0.15)
@@ -27,9 +29,6 @@ class MaskConfig:
     context_frames: Optional[int] = None  # null: half the time slots
     context_frames_range: Optional[Tuple[int, int]] = None  # [lo, hi]: the cut drawn per batch (overrides context_frames)
     target_frames: Optional[int] = None  # predict only the next N slots after the cut; null: all of them
-
-
-MASK_TYPES = ("multiblock", "tube", "future")
 
 
 def build_mask_generator(cfg: MaskConfig, grid: Sequence[int]):

@@ -7,7 +7,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor
 
@@ -46,7 +45,6 @@ class Predictor(nn.Module):
         use_activation_checkpointing: bool = False,
         pos_embed: str = "sincos",
         copy_context: bool = False,
-        residual: bool = False,
     ) -> None:
         super().__init__()
         self.rope = check_pos_embed(pos_embed)
@@ -56,7 +54,6 @@ class Predictor(nn.Module):
         self.depth = depth
         self.use_activation_checkpointing = use_activation_checkpointing
         self.copy_context = copy_context
-        self.residual = residual
         self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         self.num_patches = math.prod(self.grid)
 
@@ -101,11 +98,9 @@ class Predictor(nn.Module):
         x = self.predictor_embed(ctx)
         batch, num_targets = tgt_idx.shape
         targets = self.mask_tokens[mask_index].expand(batch, num_targets, -1)
-        if self.copy_context or self.residual:
-            src, found = latest_context_source(ctx_idx, tgt_idx, grid or self.grid)
-            found = found.unsqueeze(-1).to(x.dtype)
         if self.copy_context:
-            targets = targets + gather_tokens(x, src) * found
+            src, found = latest_context_source(ctx_idx, tgt_idx, grid or self.grid)
+            targets = targets + gather_tokens(x, src) * found.unsqueeze(-1).to(x.dtype)
         rope = None
         if self.rope:
             rope = rope_angles(torch.cat([ctx_idx, tgt_idx], dim=1), grid or self.grid,
@@ -117,14 +112,7 @@ class Predictor(nn.Module):
         x = torch.cat([x, targets], dim=1)
         x = run_blocks(self.predictor_blocks, x, self.use_activation_checkpointing and self.training, rope)
         x = self.predictor_norm(x[:, -num_targets:])
-        x = self.predictor_proj(x)
-        if self.residual:
-            # the prediction is a change to the last seen token at the same position, layer-normed as the targets
-            # are. Not detached: with the copy cut off from the encoder's gradient, the demo recipe's target
-            # features folded (RankMe 27.7 -> 6 to 7 from step 600 on, runs/exp/resid_s0)
-            kept = F.layer_norm(ctx, (ctx.size(-1),))
-            x = x + gather_tokens(kept, src) * found
-        return x
+        return self.predictor_proj(x)
 
 
 def latest_context_source(ctx_idx: Tensor, tgt_idx: Tensor, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:

@@ -7,6 +7,7 @@ A second objective (pixel reconstruction, denoising) is one small subclass regis
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -14,6 +15,21 @@ from torch import nn
 
 from vjepa.checkpoint import load_module_state
 from vjepa.masks import MaskPair
+
+
+@dataclass
+class LossConfig:
+    """Extra loss terms; an objective uses those it lists in `options` and ignores the others."""
+
+    # jepa: weight of a variance hinge on the context encoder's outputs, mean over channels of
+    # relu(1 - std over the batch's tokens), the variance term of VICReg (Bardes et al. 2022) and of
+    # V-JEPA's `reg_coeff` (there on the predictor's outputs). It keeps every channel of the context
+    # features in use: without it a small model's context features can fold into a few directions.
+    var_reg: float = 0.0
+    # jepa: the exponent p of the prediction loss mean(|pred - target|^p) / p, V-JEPA's `loss_exp`:
+    # 1 is the paper's L1, 2 half the squared error. L1 pulls an uncertain prediction to the most
+    # common target (the background of a mostly empty scene); L2 to the expected one.
+    loss_exp: float = 1.0
 
 
 class Objective(nn.Module):

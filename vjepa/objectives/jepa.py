@@ -43,50 +43,23 @@ def variance_hinge(features: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return F.relu(1.0 - torch.sqrt(var + eps)).mean()
 
 
-def prediction_loss(pred: torch.Tensor, target: torch.Tensor, exponent: float = 1.0,
-                    weights: torch.Tensor | None = None) -> torch.Tensor:
-    """mean(|pred - target|^p) / p, V-JEPA's loss (`loss_exp`); p = 1 is the L1 loss.
-
-    With weights [B, N] (one per token of pred [B, N, D]) the mean over tokens is the weighted one.
-    """
-    if weights is None and exponent == 1.0:
+def prediction_loss(pred: torch.Tensor, target: torch.Tensor, exponent: float = 1.0) -> torch.Tensor:
+    """mean(|pred - target|^p) / p, V-JEPA's loss (`loss_exp`); p = 1 is the L1 loss."""
+    if exponent == 1.0:
         return F.l1_loss(pred.float(), target.float())
-    err = (pred.float() - target.float()).abs().pow(exponent).mean(-1) / exponent
-    if weights is None:
-        return err.mean()
-    return (err * weights).sum() / weights.sum()
-
-
-def motion_weights(clips: torch.Tensor, tubelet: int, patch: int, strength: float) -> torch.Tensor:
-    """Per-token loss weights 1 + strength * m / mean(m), [B, N] over the (t, h, w) token grid of clips [B, C, T, H, W]
-    (the mean over this batch: under DDP, each process's own).
-
-    m is how much a token's pixels change: the mean absolute difference between its tubelet's mean frame
-    and the previous tubelet's, at the same patch (the first slot takes the second's). Tokens where
-    something moves weigh more, so that an uncertain prediction leans toward where objects go rather than
-    to the empty ground that most targets show.
-    """
-    frames = clips.float().unflatten(2, (clips.shape[2] // tubelet, tubelet)).mean(3)  # [B, C, t, H, W]
-    change = (frames[:, :, 1:] - frames[:, :, :-1]).abs().mean(1)  # [B, t-1, H, W]
-    change = torch.cat([change[:, :1], change], dim=1)
-    m = F.avg_pool2d(change, patch).flatten(1)  # [B, t*h*w]
-    return 1.0 + strength * m / m.mean().clamp_min(1e-8)
+    return (pred.float() - target.float()).abs().pow(exponent).mean() / exponent
 
 
 class JEPA(Objective):
     checkpoint_keys = ("encoder", "predictor", "target_encoder")
-    options = ("var_reg", "loss_exp", "motion_weight")
+    options = ("var_reg", "loss_exp")
 
-    def __init__(self, encoder: nn.Module, predictor: nn.Module, var_reg: float = 0.0, loss_exp: float = 1.0,
-                 motion_weight: float = 0.0):
+    def __init__(self, encoder: nn.Module, predictor: nn.Module, var_reg: float = 0.0, loss_exp: float = 1.0):
         super().__init__()
         if loss_exp <= 0:
             raise ValueError(f"loss.loss_exp={loss_exp}: expected a positive exponent (1: L1, 2: squared error)")
-        if motion_weight < 0:
-            raise ValueError(f"loss.motion_weight={motion_weight}: expected >= 0 (0: every token weighs the same)")
         self.var_reg = var_reg
         self.loss_exp = loss_exp
-        self.motion_weight = motion_weight
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder)
@@ -109,15 +82,11 @@ class JEPA(Objective):
     def forward(self, clips, masks: Sequence[MaskPair], with_rankme: bool = False):
         targets = self.target_features(clips)
         tokens = self.encoder.embed(clips)  # embedded once: every mask configuration gathers its context from it
-        weights = None
-        if self.motion_weight:
-            weights = motion_weights(clips, self.encoder.tubelet_size, self.encoder.patch_size, self.motion_weight)
         losses, preds = [], []
         for i, (ctx_idx, tgt_idx) in enumerate(masks):
             ctx = self.encoder.forward_tokens(gather_tokens(tokens, ctx_idx), ctx_idx, self.encoder.token_grid(clips))
             pred = self.predictor(ctx, ctx_idx, tgt_idx, mask_index=i)
-            w = None if weights is None else torch.gather(weights, 1, tgt_idx)
-            loss = prediction_loss(pred, gather_tokens(targets, tgt_idx), self.loss_exp, w)
+            loss = prediction_loss(pred, gather_tokens(targets, tgt_idx), self.loss_exp)
             if self.var_reg:
                 loss = loss + self.var_reg * variance_hinge(ctx)
             losses.append(loss)

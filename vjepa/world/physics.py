@@ -4,25 +4,23 @@ Coordinates are image pixels: x to the right, y downwards, so gravity is +y. A s
 data (`Scene`); `simulate` builds a pymunk space from it and records every object's pose at each
 frame in a `Trajectory`. The trajectory also carries per-frame visibility and colour, which the
 renderer obeys, so a violation-of-expectation clip is an ordinary clip with one intervention:
-`on_frame` edits the physical state (teleport, remove a body, let it through a wall) and the
-caller edits `visible` / `colour` (vanish, change colour) before rendering.
+`on_frame` edits the physical state (gravity reversed, a pass through the wall) and the caller
+edits `visible` / `colour` (an object hidden or recoloured) before rendering.
 
 A scene may hold a barrier: a thick static bar inside the box, drawn dark behind the objects, that
-they bounce off as off the box's own walls (a solidity test lets an object pass through it). It lies
-anywhere, or (`wall_aim`) square across one object's path, so that the object runs into it.
+they bounce off as off the box's own walls (a solidity test lets an object pass through it).
 """
 from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pymunk
 
-if TYPE_CHECKING:
-    from vjepa.world.generate import WorldConfig
+from vjepa.world.config import WorldConfig
 
 DISC, BOX = 0, 1
 WALL_TYPE, OBJECT_TYPE = 1, 2
@@ -32,9 +30,6 @@ BARRIER_LENGTH = (0.3, 0.6)  # fraction of the box side
 BARRIER_CATEGORY = 0b100  # the barrier's pymunk collision category, so a VoE ghost can miss it alone
 BARRIER_FILTER = pymunk.ShapeFilter(categories=BARRIER_CATEGORY)
 PLACEMENT_TRIES = 1000
-AIM_FRAMES = (0.25, 0.75)  # an aimed bar stands where its object would be at a frame in this fraction of the clip
-AIM_TRIES = 20  # (object, frame, length) draws before an aimed bar gives up and the random one stays
-AIM_MIN_STEP = 1.0  # px: an aimed-at object moves at least this far over the two frames around the hit
 
 
 @dataclass
@@ -137,31 +132,7 @@ def bar_across(point, step, length: float, size: int) -> tuple[float, float, flo
     return (float(max(x - half, 0.0)), float(y), float(min(x + half, size)), float(y))
 
 
-def aim_barrier(rng: np.random.Generator, scene: Scene, cfg: "WorldConfig") -> Optional[tuple[float, float, float, float]]:
-    """A bar across one object's free path, where that object would be some frames into the clip, so that it
-    runs into it head-on; None where no such bar keeps clear of every object's start, or where that object
-    would pass near it before."""
-    if cfg.frames < 3:
-        return None  # no frame with one before and one after it
-    free = simulate(replace(scene, barrier=None), cfg.frames, cfg.fps, cfg.substeps).position  # [T, N, 2]
-    bounds = np.array([bounding_radius(obj.shape, obj.size) for obj in scene.objects])
-    lo, hi = AIM_FRAMES
-    for _ in range(AIM_TRIES):
-        k = int(rng.integers(len(scene.objects)))
-        hit = min(max(int(rng.integers(round(lo * cfg.frames), round(hi * cfg.frames) + 1)), 1), cfg.frames - 2)
-        step = free[hit + 1, k] - free[hit - 1, k]
-        length = rng.uniform(*BARRIER_LENGTH) * cfg.size
-        if np.linalg.norm(step) < AIM_MIN_STEP:
-            continue  # resting or crawling: it would lean on the bar, not bounce off it
-        bar = bar_across(free[hit, k], step, length, cfg.size)
-        near = ~clear_of_barrier(free[: hit + 1, k], bounds[k], bar)  # True at the hit
-        # every object starts clear of the bar, and this one comes near it once, on its way in
-        if clear_of_barrier(free[0], bounds, bar).all() and near[int(np.argmax(near)):].all():
-            return bar
-    return None
-
-
-def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
+def sample_scene(rng: np.random.Generator, cfg: WorldConfig) -> Scene:
     """A random scene: object count, shapes, masses, sizes, materials, poses, velocities, gravity.
 
     Objects are listed largest first.
@@ -201,13 +172,7 @@ def sample_scene(rng: np.random.Generator, cfg: "WorldConfig") -> Scene:
         width = rng.uniform(cfg.size / 8, cfg.size / 5)
         left = rng.uniform(0.0, cfg.size - width)
         occluder = (float(left), float(left + width))
-    scene = Scene(size=cfg.size, gravity=gravity, objects=objects, occluder=occluder, barrier=barrier)
-    # last, and only when asked, so that a world without aimed bars draws what it drew before
-    if barrier is not None and cfg.wall_aim > 0 and rng.uniform() < cfg.wall_aim:
-        aimed = aim_barrier(rng, scene, cfg)
-        if aimed is not None:
-            scene = replace(scene, barrier=aimed)
-    return scene
+    return Scene(size=cfg.size, gravity=gravity, objects=objects, occluder=occluder, barrier=barrier)
 
 
 def _add_walls(space: pymunk.Space, size: int) -> None:

@@ -7,12 +7,11 @@ after which object 0 (the largest) violates one property:
     permanence         it vanishes (drawn invisible from the event on)
     continuity         it teleports half the box away (its body is moved at the event)
     gravity            it falls upwards (each frame a velocity kick reverses the net gravity on it)
-    solidity           it passes through a wall (`solidity: wall`, the default: a barrier is placed across its
-                       path just after the event) or through the other objects (`solidity: object`): at the
-                       event it stops colliding with the barrier, or with them
+    solidity           it passes through a wall: a barrier is placed across its path just after the event,
+                       and from the event on object 0 stops colliding with it
     colour_constancy   its colour changes to the complementary one
 
-Balanced sets (`balanced`, IntPhys's minimal sets; Riochet et al. 2018). Twins alone are biased:
+Balanced sets (IntPhys's minimal sets; Riochet et al. 2018). Twins alone are biased:
 a vanished object leaves an emptier, easier frame, so a model that predicts only the scene's
 layout finds every impossible permanence twin the *less* surprising. For the properties whose
 violation is a swap of what is drawn (permanence, continuity, colour_constancy), a set holds two
@@ -33,7 +32,7 @@ the straight run (passing through it) and no bar with the bounce (turning at not
 impossible clip has one possible clip's bar and the other's motion, so a statistic of the motion
 alone, or of the bar alone, cancels within the set. The scene is redrawn if another object meets
 the bar (else the straight run with and without the bar would differ in more than the bar).
-Gravity changes the motion itself and stays a single twin pair, as does solidity through objects.
+Gravity changes the motion itself and stays a single twin pair.
 
 A scene where the violation would not show (say, a vanishing object already at rest under
 another) is redrawn from the group's generator, so every impossible twin differs visibly.
@@ -54,7 +53,7 @@ import io
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pymunk
@@ -76,14 +75,11 @@ TABLE_COLUMNS = ("path", "group", "possible", "property", "event_frame", "set")
 MIN_UPWARD_GRAVITY = 100.0  # px/s^2: a barely-reversed weak gravity would hardly show in 32 frames
 VISIBLE_CHANGE = 64  # a twin pair must differ by at least this much (0..255) at some pixel after the event
 UNTOUCHED = 0.05  # px: the other objects of a balanced set move the same with and without object 0
-MAX_TRIES = 200  # scenes drawn per set before giving up (solidity through a wall: 13 a set on average in configs/world/voe.yaml)
-DEEP = 0.5  # solidity: object 0's centre passes within this fraction of the two sizes' sum of another's centre
-# collision filters of the solidity violation: pymunk lets two shapes collide when each one's mask has a bit
-# of the other's categories, so object 0 (GHOST) misses the other objects (SOLID) and still meets the walls
-SOLID = pymunk.ShapeFilter(categories=0b01)
-GHOST = pymunk.ShapeFilter(categories=0b10, mask=pymunk.ShapeFilter.ALL_MASKS() ^ 0b01)
-WALL_GHOST = pymunk.ShapeFilter(categories=0b10, mask=pymunk.ShapeFilter.ALL_MASKS() ^ BARRIER_CATEGORY)  # misses the barrier alone
-SOLIDITY = ("wall", "object")
+MAX_TRIES = 200  # scenes drawn per set before giving up (solidity: 13 a set on average in configs/world/voe.yaml)
+DEEP = 0.5  # solidity: object 0's centre passes within this fraction of its size of the barrier
+# the solidity violation's collision filter: pymunk lets two shapes collide when each one's mask has a bit of
+# the other's categories, so object 0 misses the barrier and still meets the box's walls and the other objects
+WALL_GHOST = pymunk.ShapeFilter(categories=0b10, mask=pymunk.ShapeFilter.ALL_MASKS() ^ BARRIER_CATEGORY)
 HIT_AFTER_EVENT = (2, 6)  # solidity through a wall: object 0 reaches the barrier this many frames after the event
 
 
@@ -96,20 +92,11 @@ def _voe_world() -> WorldConfig:
 class VoEConfig:
     output: str = "runs/voe"
     seed: int = 0
-    groups_per_property: int = 50  # sets per property: a twin pair, or a balanced set of two pairs
-    balanced: bool = True  # permanence, continuity, colour_constancy and solidity (wall) as balanced sets of four clips
+    groups_per_property: int = 50  # sets per property: a balanced set of four clips, or for gravity a twin pair
     properties: List[str] = field(default_factory=lambda: list(PROPERTIES))
     event: Tuple[float, float] = (0.35, 0.6)  # event frame drawn uniformly in this fraction of the clip
-    solidity: str = "wall"  # what object 0 passes through: a barrier across its path ("wall") or other objects ("object")
     # scenes, frames, fps and size as `vjepa world` makes them; its output, num_train, num_val and workers are unused
     world: WorldConfig = field(default_factory=_voe_world)
-
-
-def balanced_properties(cfg: VoEConfig) -> tuple[str, ...]:
-    """The properties that `cfg` writes as balanced sets of four clips."""
-    if not cfg.balanced:
-        return ()
-    return BALANCED + (("solidity",) if cfg.solidity == "wall" else ())
 
 
 def validate_voe_config(cfg: VoEConfig) -> None:
@@ -119,8 +106,6 @@ def validate_voe_config(cfg: VoEConfig) -> None:
         raise ConfigError(f"voe config key 'properties' = {list(cfg.properties)}: expected some of {', '.join(PROPERTIES)}")
     if cfg.groups_per_property < 1:
         raise ConfigError(f"voe config key 'groups_per_property' = {cfg.groups_per_property}: must be at least 1")
-    if cfg.solidity not in SOLIDITY:
-        raise ConfigError(f"voe config key 'solidity' = {cfg.solidity!r}: expected one of {', '.join(SOLIDITY)}")
     lo, hi = cfg.event
     if not 0 < lo <= hi < 1:
         raise ConfigError(f"voe config key 'event' = {list(cfg.event)}: expected fractions 0 < low <= high < 1 of the clip")
@@ -129,37 +114,9 @@ def validate_voe_config(cfg: VoEConfig) -> None:
 # --------------------------------------------------------------------------- violations
 
 
-Edit = Callable[[Trajectory], None]
-
-
-def _no_edit(trajectory: Trajectory) -> None:
-    pass
-
-
-def violation(prop: str, scene: Scene, event: int, fps: int) -> tuple[Optional[OnFrame], Edit]:
-    """What makes the impossible twin: a physics intervention from `event` on and/or a trajectory edit."""
-    obj = scene.objects[0]
-
-    if prop == "permanence":
-        def vanish(trajectory: Trajectory) -> None:
-            trajectory.visible[event:, 0] = False
-        return None, vanish
-
-    if prop == "colour_constancy":
-        def recolour(trajectory: Trajectory) -> None:
-            trajectory.colour[event:, 0] = 255 - np.array(obj.colour, dtype=np.uint8)
-        return None, recolour
-
-    if prop == "continuity":
-        bound = bounding_radius(obj.shape, obj.size)
-
-        def teleport(t: int, space: pymunk.Space, bodies) -> None:
-            if t == event:
-                x, y = bodies[0].position
-                x = x + scene.size / 2 if x < scene.size / 2 else x - scene.size / 2
-                bodies[0].position = (min(max(x, bound), scene.size - bound), y)
-        return teleport, _no_edit
-
+def violation(prop: str, scene: Scene, event: int, fps: int) -> OnFrame:
+    """The physics intervention that makes an impossible clip from `event` on: gravity or solidity, the two
+    violations that change the motion itself (the others are splices of possible clips)."""
     if prop == "gravity":
         upward = max(scene.gravity, MIN_UPWARD_GRAVITY)
         kick = (scene.gravity + upward) / fps  # cancels a frame of gravity and adds as much upwards
@@ -168,23 +125,17 @@ def violation(prop: str, scene: Scene, event: int, fps: int) -> tuple[Optional[O
             if t >= event:
                 vx, vy = bodies[0].velocity
                 bodies[0].velocity = (vx, vy - kick)
-        return antigravity, _no_edit
+        return antigravity
 
     if prop == "solidity":
-        # through the scene's barrier if it has one, else through the other objects; never through the box's own
-        # walls: leaving the frame would look like leaving the view
+        # through the barrier alone; never through the box's own walls: leaving the frame would look like leaving the view
         def ghost(t: int, space: pymunk.Space, bodies) -> None:
             if t == event:
-                for k, body in enumerate(bodies):
-                    for shape in body.shapes:
-                        if scene.barrier is not None:
-                            if k == 0:
-                                shape.filter = WALL_GHOST
-                        else:
-                            shape.filter = GHOST if k == 0 else SOLID
-        return ghost, _no_edit
+                for shape in bodies[0].shapes:
+                    shape.filter = WALL_GHOST
+        return ghost
 
-    raise ValueError(f"unknown property {prop!r}; expected one of {', '.join(PROPERTIES)}")
+    raise ValueError(f"{prop!r} is not a violation of the motion; those are gravity and solidity")
 
 
 def _set_rng(cfg: VoEConfig, prop: str, index: int) -> np.random.Generator:
@@ -203,30 +154,19 @@ def _shows(first: np.ndarray, second: np.ndarray, event: int) -> bool:
     return bool(np.abs(first[event:].astype(np.int16) - second[event:].astype(np.int16)).max() >= VISIBLE_CHANGE)
 
 
-def make_twins(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rendered frames [T, H, W, 3] of the possible and the impossible twin of one group, and the event frame."""
+def make_twins(cfg: VoEConfig, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rendered frames [T, H, W, 3] of a gravity twin pair (possible, impossible), and the event frame."""
     world = cfg.world
-    rng = _set_rng(cfg, prop, index)
+    rng = _set_rng(cfg, "gravity", index)
     for _ in range(MAX_TRIES):
         scene, event = _draw(rng, cfg)
-        if prop == "solidity":  # one thing to pass through: the barrier placed across object 0's path, or objects
-            scene = replace(scene, barrier=None)
-            if cfg.solidity == "wall":
-                scene = barrier_across(rng, scene, world, event)
-                if scene is None:
-                    continue
-        on_frame, edit = violation(prop, scene, event, world.fps)
-        trajectory = simulate(scene, world.frames, world.fps, world.substeps, on_frame)
-        edit(trajectory)
-        if prop == "solidity" and not _passes_through(scene, trajectory, event):
-            continue  # a graze or a resting contact would hardly show
+        trajectory = simulate(scene, world.frames, world.fps, world.substeps, violation("gravity", scene, event, world.fps))
         possible = render_frames(scene, simulate(scene, world.frames, world.fps, world.substeps), world.size)
         impossible = render_frames(scene, trajectory, world.size)
         if _shows(possible, impossible, event):
             return possible, impossible, event
-    hint = ("object 0 must run into another object after the event: raise world.max_objects or world.speed, or set solidity=wall"
-            if prop == "solidity" and cfg.solidity == "object" else "raise world.object_size or world.speed, or the voe config's event range")
-    raise RuntimeError(f"{prop} group {index}: no visible violation in {MAX_TRIES} scenes; {hint}")
+    raise RuntimeError(f"gravity group {index}: no visible violation in {MAX_TRIES} scenes; raise world.object_size or "
+                       "world.speed, or the voe config's event range")
 
 
 def barrier_across(rng: np.random.Generator, scene: Scene, world: WorldConfig, event: int) -> Optional[Scene]:
@@ -250,13 +190,9 @@ def barrier_across(rng: np.random.Generator, scene: Scene, world: WorldConfig, e
 
 
 def _passes_through(scene: Scene, trajectory: Trajectory, event: int) -> bool:
-    """Whether object 0's centre comes deep inside the barrier, or another object, after the event."""
-    if scene.barrier is not None:
-        gap = segment_distance(trajectory.position[event:, 0], scene.barrier)
-        return bool((gap < DEEP * scene.objects[0].size).any())
-    sizes = np.array([obj.size for obj in scene.objects])
-    gap = np.linalg.norm(trajectory.position[event:, 1:] - trajectory.position[event:, :1], axis=-1)  # [T, n - 1]
-    return bool((gap < DEEP * (sizes[0] + sizes[1:])).any())
+    """Whether object 0's centre comes deep inside the barrier after the event (a graze would hardly show)."""
+    gap = segment_distance(trajectory.position[event:, 0], scene.barrier)
+    return bool((gap < DEEP * scene.objects[0].size).any())
 
 
 def _copy(trajectory: Trajectory) -> Trajectory:
@@ -317,7 +253,7 @@ def make_balanced_set(cfg: VoEConfig, prop: str, index: int) -> tuple[np.ndarray
         if _shows(a, b, event):
             return a, b, event
     raise RuntimeError(f"{prop} set {index}: no scene in {MAX_TRIES} where object 0 moves alone and its change shows; "
-                       "lower world.max_objects or raise world.size, or set balanced=false")
+                       "lower world.max_objects or raise world.size")
 
 
 def make_wall_set(cfg: VoEConfig, index: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
@@ -332,7 +268,7 @@ def make_wall_set(cfg: VoEConfig, index: int) -> tuple[list[tuple[np.ndarray, np
         scene = barrier_across(rng, replace(scene, barrier=None), world, event)
         if scene is None:
             continue
-        through = simulate(scene, world.frames, world.fps, world.substeps, violation("solidity", scene, event, world.fps)[0])
+        through = simulate(scene, world.frames, world.fps, world.substeps, violation("solidity", scene, event, world.fps))
         if not _passes_through(scene, through, event):
             continue
         open_scene = replace(scene, barrier=None)
@@ -347,17 +283,17 @@ def make_wall_set(cfg: VoEConfig, index: int) -> tuple[list[tuple[np.ndarray, np
         if _shows(*barred, event) and _shows(*unbarred, event):
             return [barred, unbarred], event
     raise RuntimeError(f"solidity set {index}: no scene in {MAX_TRIES} where object 0 alone meets the bar and passes "
-                       "through it visibly; lower world.max_objects or raise world.speed, or set balanced=false")
+                       "through it visibly; lower world.max_objects or raise world.speed")
 
 
 # --------------------------------------------------------------------------- the data set
 
 
 def write_group(cfg: VoEConfig, prop: str, index: int) -> list[dict]:
-    """Write one twin pair, or (for a balanced property) a balanced set of two; return their table rows."""
+    """Write one balanced set of two twin pairs (for gravity, one twin pair); return their table rows."""
     name = f"{prop}_{index:04d}"
-    if prop not in balanced_properties(cfg):
-        possible, impossible, event = make_twins(cfg, prop, index)
+    if prop == "gravity":
+        possible, impossible, event = make_twins(cfg, index)
         twins, matched = [(name, possible, impossible)], ""
     elif prop == "solidity":
         (barred, unbarred), event = make_wall_set(cfg, index)

@@ -2,10 +2,10 @@
 
 world (the synthetic physics world) -> pretrain (a small V-JEPA) -> probe (frozen probes of the
 pretrained and of random-init encoders) -> dream (imagined rollouts) -> voe + physics
-(violation-of-expectation twins and the surprise test) -> report.md gathering the figures and
-plots. Each step writes an ordinary run folder under `output`, so any step can be rerun or
-inspected alone. Re-running the demo reuses a world generated with the same config and
-resumes an interrupted pretraining.
+(violation-of-expectation clips and the surprise test) -> report.md gathering the figures and
+plots. Each stage writes an ordinary run folder under `output`, so any stage can be rerun or
+inspected alone. Re-running the demo reuses a world generated with the same config and resumes
+an interrupted pretraining. Between stages the demo says where it is and about how long is left.
 """
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
-
-from omegaconf import OmegaConf
+from typing import Callable, List
 
 from vjepa.config import load_config, save_config
 from vjepa.report import loss_summary, markdown_table
@@ -37,24 +35,16 @@ class DemoConfig:
     pretrain: List[str] = field(default_factory=list)  # extra key=value overrides for pretraining
     probe: List[str] = field(default_factory=list)  # extra key=value overrides for the probes
     dream: List[str] = field(default_factory=list)  # ... for the imagined rollouts
+    voe: List[str] = field(default_factory=list)  # ... for the violation-of-expectation clips
     physics: List[str] = field(default_factory=list)  # ... for the violation-of-expectation test
 
 
-def ensure_world(config: str, overrides: List[str], output: Path):
-    """Generate the world `config` + `overrides` describe into `output`, unless it is already there."""
-    from vjepa.world.generate import WorldConfig, generate_world
-
-    world_cfg = load_config(WorldConfig, config, [*overrides, f"output={output}"])
-    existing = output / "config.yaml"  # written last, so it marks a complete world
-    if existing.is_file() and OmegaConf.to_yaml(OmegaConf.load(existing)) == OmegaConf.to_yaml(world_cfg):
-        log.info("world: reusing %s (same config)", output)
-        return world_cfg
-    generate_world(world_cfg)
-    return world_cfg
-
-
 def run_world(cfg: DemoConfig, out: Path):
-    return ensure_world(cfg.world_config, cfg.world, out / "world")
+    from vjepa.world.generate import WorldConfig, ensure_world
+
+    world_cfg = load_config(WorldConfig, cfg.world_config, [*cfg.world, f"output={out / 'world'}"])
+    ensure_world(world_cfg)
+    return world_cfg
 
 
 def run_pretrain(cfg: DemoConfig, out: Path):
@@ -67,21 +57,23 @@ def run_pretrain(cfg: DemoConfig, out: Path):
     return pre_cfg
 
 
+def checkpoint_overrides(out: Path, stage: str) -> list[str]:
+    return [f"checkpoint={out / 'pretrain' / 'checkpoints' / 'latest.pt'}", f"output={out / stage}"]
+
+
 def run_probe(cfg: DemoConfig, out: Path) -> Path:
     from evals.probe import ProbeConfig, main as probe
 
-    overrides = [f"checkpoint={out / 'pretrain' / 'checkpoints' / 'latest.pt'}", f"world={out / 'world'}",
-                 f"output={out / 'probe'}", *cfg.probe]
-    probe(load_config(ProbeConfig, cfg.probe_config, overrides))
+    probe(load_config(ProbeConfig, cfg.probe_config, [*checkpoint_overrides(out, "probe"), f"world={out / 'world'}",
+                                                      *cfg.probe]))
     return out / "probe"
 
 
 def run_dream(cfg: DemoConfig, out: Path) -> Path:
     from evals.dream import DreamConfig, main as dream
 
-    overrides = [f"checkpoint={out / 'pretrain' / 'checkpoints' / 'latest.pt'}", f"world={out / 'world'}",
-                 f"output={out / 'dream'}", *cfg.dream]
-    dream(load_config(DreamConfig, cfg.dream_config, overrides))
+    dream(load_config(DreamConfig, cfg.dream_config, [*checkpoint_overrides(out, "dream"), f"world={out / 'world'}",
+                                                      *cfg.dream]))
     return out / "dream"
 
 
@@ -89,11 +81,33 @@ def run_physics(cfg: DemoConfig, out: Path) -> Path:
     from evals.physics import PhysicsConfig, main as physics
     from vjepa.world.voe import VoEConfig, main as generate_voe
 
-    generate_voe(load_config(VoEConfig, cfg.voe_config, [f"output={out / 'voe'}"]))
-    overrides = [f"checkpoint={out / 'pretrain' / 'checkpoints' / 'latest.pt'}", f"voe={out / 'voe'}",
-                 f"output={out / 'physics'}", *cfg.physics]
-    physics(load_config(PhysicsConfig, cfg.physics_config, overrides))
+    generate_voe(load_config(VoEConfig, cfg.voe_config, [f"output={out / 'voe'}", *cfg.voe]))
+    physics(load_config(PhysicsConfig, cfg.physics_config, [*checkpoint_overrides(out, "physics"),
+                                                            f"voe={out / 'voe'}", *cfg.physics]))
     return out / "physics"
+
+
+#: the stages in order, with their share of the demo's time on the machine the recipe was sized on
+#: (seconds of the reference run): the ETA scales what is left by how fast the finished stages went
+STAGES: list[tuple[str, Callable, float]] = [
+    ("world", run_world, 25.0),
+    ("pretrain", run_pretrain, 330.0),
+    ("probe", run_probe, 110.0),
+    ("dream", run_dream, 35.0),
+    ("voe + physics", run_physics, 75.0),
+]
+
+
+def eta_s(done: dict[str, float], left: list[str]) -> float:
+    """Seconds left: the reference time of the stages left, times how much slower the finished ones ran."""
+    reference = {name: seconds for name, _, seconds in STAGES}
+    pace = sum(done.values()) / sum(reference[name] for name in done) if done else 1.0
+    return pace * sum(reference[name] for name in left)
+
+
+def clock(seconds: float) -> str:
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{s:02d}"
 
 
 def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Path:
@@ -138,7 +152,7 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
         "",
         "## Time",
         "",
-        markdown_table(["step", "seconds"], [[k, round(v, 1)] for k, v in timings.items()]),
+        markdown_table(["stage", "seconds"], [[k, round(v, 1)] for k, v in timings.items()]),
         "",
     ]
     path = out / "report.md"
@@ -160,22 +174,16 @@ def main(cfg: DemoConfig) -> Path:
     setup_logging()
     out = Path(cfg.output)
     save_config(cfg, out / "config.yaml")
-    timings = {}
-    t = time.perf_counter()
-    world_cfg = run_world(cfg, out)
-    timings["world"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pre_cfg = run_pretrain(cfg, out)
-    timings["pretrain"] = time.perf_counter() - t
-    t = time.perf_counter()
-    run_probe(cfg, out)
-    timings["probe"] = time.perf_counter() - t
-    t = time.perf_counter()
-    run_dream(cfg, out)
-    timings["dream"] = time.perf_counter() - t
-    t = time.perf_counter()
-    run_physics(cfg, out)
-    timings["voe + physics"] = time.perf_counter() - t
-    report = write_report(out, world_cfg, pre_cfg, timings)
-    log.info("demo finished: %s", report)
+    timings: dict[str, float] = {}
+    results = {}
+    start = time.perf_counter()
+    for i, (name, run, _) in enumerate(STAGES, start=1):
+        left = [n for n, _, _ in STAGES[i - 1:]]
+        log.info("demo [%d/%d] %s: %s elapsed, about %s left", i, len(STAGES), name,
+                 clock(time.perf_counter() - start), clock(eta_s(timings, left)))
+        t = time.perf_counter()
+        results[name] = run(cfg, out)
+        timings[name] = time.perf_counter() - t
+    report = write_report(out, results["world"], results["pretrain"], timings)
+    log.info("demo finished in %s: %s", clock(time.perf_counter() - start), report)
     return report

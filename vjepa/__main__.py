@@ -1,5 +1,0 @@
-import sys
-
-from vjepa.cli import main
-
-sys.exit(main())
