@@ -9,12 +9,14 @@ an interrupted pretraining. Between stages the demo says where it is and about h
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List
 
+from app.results import headline_table
 from vjepa.config import load_config, save_config
 from vjepa.report import loss_summary, markdown_table
 from vjepa.runlog import read_log, setup_logging
@@ -91,17 +93,22 @@ def run_physics(cfg: DemoConfig, out: Path) -> Path:
 #: (seconds of the reference run): the ETA scales what is left by how fast the finished stages went
 STAGES: list[tuple[str, Callable, float]] = [
     ("world", run_world, 25.0),
-    ("pretrain", run_pretrain, 330.0),
-    ("probe", run_probe, 110.0),
-    ("dream", run_dream, 35.0),
-    ("voe + physics", run_physics, 75.0),
+    ("pretrain", run_pretrain, 430.0),
+    ("probe", run_probe, 135.0),
+    ("dream", run_dream, 45.0),
+    ("voe + physics", run_physics, 125.0),
 ]
 
 
 def eta_s(done: dict[str, float], left: list[str]) -> float:
-    """Seconds left: the reference time of the stages left, times how much slower the finished ones ran."""
+    """Seconds left: the reference time of the stages left, times how much slower the finished ones ran.
+
+    A stage done in under a quarter of its reference time was reused (a world already there, a
+    pretraining already finished) and says nothing about the machine's pace.
+    """
     reference = {name: seconds for name, _, seconds in STAGES}
-    pace = sum(done.values()) / sum(reference[name] for name in done) if done else 1.0
+    ran = {name: t for name, t in done.items() if t >= 0.25 * reference[name]}
+    pace = sum(ran.values()) / sum(reference[name] for name in ran) if ran else 1.0
     return pace * sum(reference[name] for name in left)
 
 
@@ -121,6 +128,12 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
         f"{world_cfg.frames} frames at {world_cfg.size}x{world_cfg.size} (seed {world_cfg.seed}).",
         "",
         "![world preview](world/preview.png)",
+        "",
+        "## Headline",
+        "",
+        "The pretrained encoder against its controls; the sections below give every figure and its protocol.",
+        "",
+        headline_table(out),
         "",
         "## Pretraining",
         "",
@@ -184,6 +197,7 @@ def main(cfg: DemoConfig) -> Path:
         t = time.perf_counter()
         results[name] = run(cfg, out)
         timings[name] = time.perf_counter() - t
+    (out / "timings.json").write_text(json.dumps({name: round(t, 1) for name, t in timings.items()}, indent=1))
     report = write_report(out, results["world"], results["pretrain"], timings)
     log.info("demo finished in %s: %s", clock(time.perf_counter() - start), report)
     return report

@@ -110,7 +110,7 @@ def test_vitl16_recipe_builds_a_304m_parameter_encoder():
 def test_pretraining_lowers_the_loss_without_collapse(tiny_world, tmp_path):
     cfg = tiny_pretrain_config(
         tiny_world, tmp_path / "run", "optimization.steps=120", "optimization.warmup_steps=10",
-        "optimization.lr=3e-4", "logging.rankme_every=10", "data.batch_size=6",
+        "optimization.lr=3e-4", "optimization.ema=[0.99,1.0]", "logging.rankme_every=10", "data.batch_size=6",
     )
     pretrain(cfg)
     rows = read_rows(tmp_path / "run" / "log.csv")
