@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List
 
-from app.results import headline_table
+from app.results import demote, headline_table
 from vjepa.config import load_config, save_config
 from vjepa.report import loss_summary, markdown_table
 from vjepa.runlog import read_log, setup_logging
@@ -174,12 +174,8 @@ def write_report(out: Path, world_cfg, pre_cfg, timings: dict[str, float]) -> Pa
 
 
 def _section(run_dir: Path) -> str:
-    """An evaluation's own report.md minus its title, images re-pointed into its run folder, its
-    sections (the dream strips, ...) one level down."""
-    report = (run_dir / "report.md").read_text().splitlines()
-    body = ["#" + line if line.startswith("## ") else line for line in report if not line.startswith("# ")]
-    body = [line.replace("](", f"]({run_dir.name}/") if line.startswith("![") else line for line in body]
-    return "\n".join(body).strip()
+    """An evaluation's own report.md one level down, its images re-pointed into its run folder."""
+    return "\n".join(demote((run_dir / "report.md").read_text(), lambda rel: f"{run_dir.name}/{rel}")).strip()
 
 
 def main(cfg: DemoConfig) -> Path:

@@ -24,9 +24,10 @@ PLOTS = ["world/preview.png", "pretrain/curves.png", "probe/probe.png", "dream/e
          "physics/accuracy.png", "physics/surprise_curves.png"]
 
 
-def _load(path: Path) -> dict:
+def _load(demo: Path, rel: str) -> dict:
+    path = demo / rel
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run `vjepa demo output={path.parent.parent}` first")
+        raise FileNotFoundError(f"{path}: not found; run `vjepa demo output={demo}` first")
     return json.loads(path.read_text())
 
 
@@ -37,9 +38,9 @@ def _margin(margins: dict, model: str, key: str) -> str:
 
 def headline_rows(demo: Path) -> list[list[str]]:
     """Five rows: what is measured, the pretrained model, its control, and the margin or reading."""
-    probe = _load(demo / "probe" / "metrics.json")
-    dream = _load(demo / "dream" / "metrics.json")
-    physics = _load(demo / "physics" / "metrics.json")
+    probe = _load(demo, "probe/metrics.json")
+    dream = _load(demo, "dream/metrics.json")
+    physics = _load(demo, "physics/metrics.json")
     jepa, random = probe["models"]["jepa"]["tasks"], probe["models"]["random"]["tasks"]
     rows = []
     for key, what in [("n_objects/attentive", "object count, attentive probe (top-1)"),
@@ -73,7 +74,7 @@ def headline_table(demo: Path) -> str:
 
 def demo_time(demo: Path) -> str:
     """`world 25 s, pretrain 386 s, ...; 11 min 51 s in all`, from the demo's timings.json."""
-    timings = _load(demo / "timings.json")
+    timings = _load(demo, "timings.json")
     total = sum(timings.values())
     parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
     return f"{parts}; {int(total // 60)} min {int(total % 60)} s in all"
@@ -87,8 +88,9 @@ def _commit() -> str:
         return "unknown"
 
 
-def _rebase(report: str, run_dir: Path, img: Path, docs: Path) -> list[str]:
-    """A report's lines one heading level down, its images copied to docs/img/ (or dropped if large)."""
+def demote(report: str, relink) -> list[str]:
+    """A report's lines without its title, its sections one level down, each image's path passed
+    through `relink` (None drops the image)."""
     lines = []
     for line in report.splitlines():
         if line.startswith("# "):
@@ -96,21 +98,31 @@ def _rebase(report: str, run_dir: Path, img: Path, docs: Path) -> list[str]:
         if line.startswith("#"):
             line = "#" + line
         if line.startswith("![") and "](" in line:
-            rel = line[line.index("](") + 2:line.rindex(")")]
-            if rel not in PLOTS:
+            start = line.index("](") + 2
+            path = relink(line[start:line.rindex(")")])
+            if path is None:
                 continue
-            target = img / rel.replace("/", "_")
-            shutil.copyfile(run_dir / rel, target)
-            line = f"{line[:line.index('](') + 2]}{target.relative_to(docs).as_posix()})"
+            line = f"{line[:start]}{path})"
         lines.append(line)
     return lines
 
 
-def write_results(demo: Path, compare: Path | None, docs: Path, readme: Path | None) -> Path:
+def _rebase(report: str, run_dir: Path, img: Path, docs: Path) -> list[str]:
+    """A run's report for docs/results.md: the plots of PLOTS copied to docs/img/, the others dropped."""
+    def relink(rel: str):
+        if rel not in PLOTS:
+            return None
+        target = img / rel.replace("/", "_")
+        shutil.copyfile(run_dir / rel, target)
+        return target.relative_to(docs).as_posix()
+    return demote(report, relink)
+
+
+def write_results(demo: Path, compare: Path | None, docs: Path, readme: Path) -> Path:
     docs.mkdir(parents=True, exist_ok=True)
     img = docs / "img"
     img.mkdir(exist_ok=True)
-    table = headline_table(demo)
+    table, timing = headline_table(demo), demo_time(demo)
     lines = [
         "# Results",
         "",
@@ -120,7 +132,7 @@ def write_results(demo: Path, compare: Path | None, docs: Path, readme: Path | N
         "",
         "## The demo",
         "",
-        f"`make demo` ({demo_time(demo)}).",
+        f"The demo in `{demo}`: {timing}.",
         "",
         *_rebase((demo / "report.md").read_text(), demo, img, docs),
         "",
@@ -130,12 +142,11 @@ def write_results(demo: Path, compare: Path | None, docs: Path, readme: Path | N
     if compare is not None and (compare / "report.md").is_file():
         lines += _rebase((compare / "report.md").read_text(), compare, img, docs)
     else:
-        lines += ["Not in this regeneration: run `vjepa compare --config configs/evals/compare_world.yaml` "
-                  "(about 48 minutes on a 2-core CPU), then `python -m app.results --compare runs/compare`."]
+        lines += ["Not in this regeneration: run `vjepa compare --config configs/evals/compare_world.yaml`, "
+                  "then `python -m app.results --compare runs/compare`."]
     path = docs / "results.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
-    if readme is not None:
-        update_readme(readme, table, demo_time(demo))
+    update_readme(readme, table, f"`{demo}`: {timing}")
     return path
 
 
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> Path:
         path = write_results(args.demo, args.compare, args.docs, args.readme)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"python -m app.results: error: {err}\n")
-    print(f"wrote {path}" + (f" and the headline of {args.readme}" if args.readme else ""))
+    print(f"wrote {path} and the headline of {args.readme}")
     return path
 
 

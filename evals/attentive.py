@@ -52,11 +52,11 @@ class AttentiveProbe(nn.Module):
 class AttentiveProbes(nn.Module):
     """Several attentive probes on the same tokens; one matrix product attends for all of them."""
 
-    def __init__(self, n_probes: int, dim: int, num_heads: int, out_dim: int, scaler: "TokenScaler"):
+    def __init__(self, n_probes: int, dim: int, num_heads: int, out_dim: int, mean: Tensor, std: Tensor):
         super().__init__()
         self.probes = nn.ModuleList(AttentiveProbe(dim, num_heads, out_dim) for _ in range(n_probes))
-        self.register_buffer("mean", scaler.mean)
-        self.register_buffer("std", scaler.std)
+        self.register_buffer("mean", mean)  # per-channel statistics of the training tokens
+        self.register_buffer("std", std)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Raw tokens [B, N, D] -> outputs [P, B, out_dim] of probes on the standardised tokens."""
@@ -68,19 +68,17 @@ class AttentiveProbes(nn.Module):
         return torch.stack([p.head(p.norm(pooled[:, i])) for i, p in enumerate(self.probes)])
 
 
-class TokenScaler:
-    """Per-channel mean and spread of the training clips' tokens (summed in chunks, in float64)."""
-
-    def __init__(self, tokens: Tensor, chunk: int = 256):
-        total = torch.zeros(tokens.shape[-1], dtype=torch.float64)
-        square = torch.zeros_like(total)
-        for start in range(0, len(tokens), chunk):
-            part = tokens[start:start + chunk].float()
-            total += part.sum((0, 1)).double()
-            square += (part * part).sum((0, 1)).double()
-        count = len(tokens) * tokens.shape[1]
-        self.mean = (total / count).float()
-        self.std = (square / count - (total / count) ** 2).clamp_min(1e-12).sqrt().float()
+def token_stats(tokens: Tensor, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of tokens [M, N, D] (summed in chunks, in float64)."""
+    total = torch.zeros(tokens.shape[-1], dtype=torch.float64)
+    square = torch.zeros_like(total)
+    for start in range(0, len(tokens), chunk):
+        part = tokens[start:start + chunk].float()
+        total += part.sum((0, 1)).double()
+        square += (part * part).sum((0, 1)).double()
+    count = len(tokens) * tokens.shape[1]
+    mean = total / count
+    return mean.float(), (square / count - mean ** 2).clamp_min(1e-12).sqrt().float()
 
 
 def probe_losses(outputs: Tensor, y: Tensor, classification: bool) -> Tensor:
@@ -106,7 +104,7 @@ def train_probes(tokens: Tensor, y: Tensor, classification: bool, out_dim: int, 
     torch.manual_seed(seed)
     grid = list(product(cfg.lrs, cfg.weight_decays))
     dim = tokens.shape[-1]
-    probes = AttentiveProbes(len(grid), dim, cfg.num_heads, out_dim, TokenScaler(tokens)).to(device)
+    probes = AttentiveProbes(len(grid), dim, cfg.num_heads, out_dim, *token_stats(tokens)).to(device)
     tokens = tokens.to(device).float()  # once: every epoch reads them again
     groups = []
     for probe, (lr, wd) in zip(probes.probes, grid):
