@@ -93,10 +93,10 @@ def run_physics(cfg: DemoConfig, out: Path) -> Path:
 #: (seconds of the reference run): the ETA scales what is left by how fast the finished stages went
 STAGES: list[tuple[str, Callable, float]] = [
     ("world", run_world, 25.0),
-    ("pretrain", run_pretrain, 430.0),
+    ("pretrain", run_pretrain, 395.0),
     ("probe", run_probe, 135.0),
     ("dream", run_dream, 45.0),
-    ("voe + physics", run_physics, 125.0),
+    ("voe + physics", run_physics, 85.0),
 ]
 
 

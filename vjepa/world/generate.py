@@ -19,7 +19,7 @@ import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import decord
 import numpy as np
@@ -110,18 +110,20 @@ def _pool_context() -> mp.context.BaseContext:
     return mp.get_context("fork" if sys.platform.startswith("linux") else None)
 
 
+def parallel_map(fn: Callable, items: Sequence, workers: int, desc: str, unit: str) -> list:
+    """[fn(item) for item in items], in order, made by `workers` processes, with a progress bar."""
+    progress = functools.partial(tqdm, total=len(items), desc=desc, unit=unit, mininterval=1.0)
+    if workers == 1 or len(items) <= 1:
+        return list(progress(map(fn, items)))
+    chunksize = max(1, min(16, len(items) // (4 * workers)))
+    with _pool_context().Pool(workers) as pool:
+        results: Iterator = pool.imap(fn, items, chunksize=chunksize)
+        return list(progress(results))
+
+
 def generate_split(cfg: WorldConfig, split: str, count: int) -> list[dict]:
     """All clips of one split, in index order, made by `cfg.workers` processes."""
-    if count == 0:
-        return []
-    make = functools.partial(make_clip, cfg, split)
-    progress = functools.partial(tqdm, total=count, desc=f"world {split}", unit="clip", mininterval=1.0)
-    if cfg.workers == 1:
-        return list(progress(map(make, range(count))))
-    chunksize = max(1, min(16, count // (4 * cfg.workers)))
-    with _pool_context().Pool(cfg.workers) as pool:
-        rows: Iterator[dict] = pool.imap(make, range(count), chunksize=chunksize)
-        return list(progress(rows))
+    return parallel_map(functools.partial(make_clip, cfg, split), range(count), cfg.workers, f"world {split}", "clip")
 
 
 def generate_world(cfg: WorldConfig) -> Path:

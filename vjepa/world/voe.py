@@ -49,6 +49,7 @@ Layout under `cfg.output`:
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import time
 from dataclasses import dataclass, field, replace
@@ -58,10 +59,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 import pymunk
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from vjepa.config import ConfigError, save_config
-from vjepa.world.generate import WorldConfig, validate_world_config, write_atomic
+from vjepa.world.generate import WorldConfig, parallel_map, validate_world_config, write_atomic
 from vjepa.world.physics import (
     BARRIER_CATEGORY, BARRIER_LENGTH, OnFrame, Scene, Trajectory, bar_across, bounding_radius, clear_of_barrier,
     sample_scene, segment_distance, simulate,
@@ -95,7 +95,7 @@ class VoEConfig:
     groups_per_property: int = 50  # sets per property: a balanced set of four clips, or for gravity a twin pair
     properties: List[str] = field(default_factory=lambda: list(PROPERTIES))
     event: Tuple[float, float] = (0.35, 0.6)  # event frame drawn uniformly in this fraction of the clip
-    # scenes, frames, fps and size as `vjepa world` makes them; its output, num_train, num_val and workers are unused
+    # scenes, frames, fps and size as `vjepa world` makes them, in `workers` processes; output, num_train, num_val unused
     world: WorldConfig = field(default_factory=_voe_world)
 
 
@@ -313,6 +313,10 @@ def write_group(cfg: VoEConfig, prop: str, index: int) -> list[dict]:
     return rows
 
 
+def _write_job(cfg: VoEConfig, job: tuple[str, int]) -> list[dict]:
+    return write_group(cfg, *job)
+
+
 def write_table(path: Path, rows: list[dict]) -> None:
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=TABLE_COLUMNS, lineterminator="\n")
@@ -329,7 +333,8 @@ def generate_voe(cfg: VoEConfig) -> Path:
     plain = OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg
     start = time.perf_counter()
     jobs = [(p, i) for p in plain.properties for i in range(plain.groups_per_property)]
-    rows = [row for p, i in tqdm(jobs, desc="voe", unit="set", mininterval=1.0) for row in write_group(plain, p, i)]
+    sets = parallel_map(functools.partial(_write_job, plain), jobs, plain.world.workers, "voe", "set")
+    rows = [row for group_rows in sets for row in group_rows]
     write_table(output / "voe.csv", rows)
     save_config(cfg, output / "config.yaml")  # written last: marks a complete set
     print(f"voe: {len(jobs)} sets ({len(rows) // 2} twin pairs) in {time.perf_counter() - start:.1f}s -> {output}")
