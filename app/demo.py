@@ -92,11 +92,11 @@ def run_physics(cfg: DemoConfig, out: Path) -> Path:
 #: the stages in order, with their share of the demo's time on the machine the recipe was sized on
 #: (seconds of the reference run): the ETA scales what is left by how fast the finished stages went
 STAGES: list[tuple[str, Callable, float]] = [
-    ("world", run_world, 25.0),
-    ("pretrain", run_pretrain, 395.0),
-    ("probe", run_probe, 135.0),
-    ("dream", run_dream, 45.0),
-    ("voe + physics", run_physics, 85.0),
+    ("world", run_world, 24.0),
+    ("pretrain", run_pretrain, 430.0),
+    ("probe", run_probe, 124.0),
+    ("dream", run_dream, 33.0),
+    ("voe + physics", run_physics, 58.0),
 ]
 
 

@@ -2,6 +2,7 @@
 import pytest
 
 from app.cli import COMMANDS, load_command_config
+from app.demo import DemoConfig
 from evals.physics import PhysicsConfig
 from evals.probe import ProbeConfig
 from vjepa.config import ConfigError, load_config, resolve_config_path, shipped_configs
@@ -52,6 +53,22 @@ def test_missing_required_key_is_named():
 def test_override_without_equals_is_rejected():
     with pytest.raises(ConfigError, match="key=value"):
         load_config(PretrainConfig, None, ["optimization.lr"])
+
+
+def test_a_list_item_holding_brackets_is_passed_whole_when_quoted():
+    cfg = load_config(DemoConfig, None, ['pretrain=["optimization.ema=[0.99,1.0]",optimization.steps=3]'])
+    assert list(cfg.pretrain) == ["optimization.ema=[0.99,1.0]", "optimization.steps=3"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pretrain=[optimization.ema=[0.99,1.0]]", r"'pretrain=\[optimization.ema=\[0.99,1.0\]\]' is not valid YAML.*quotes"),
+    ("pretrain=optimization.steps=3", r"key 'pretrain' takes a list"),
+    ("pretrain={steps: 3}", r"does not fit key 'pretrain'"),
+])
+def test_an_override_that_cannot_be_read_is_named_in_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(DemoConfig, None, [override])
+    assert "\n" not in str(info.value)
 
 
 def test_missing_config_file_is_named():

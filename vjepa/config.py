@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Type, TypeVar
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -115,13 +116,8 @@ def load_config(schema: Type[T], path: str | Path | None = None, overrides: Sequ
             cfg = OmegaConf.merge(cfg, recipe)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"config {path}: {_describe(exc)}") from exc
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-    try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"command-line override {_describe(exc)}") from exc
+    for override in overrides:
+        cfg = merge_override(cfg, override)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         where = f" in {path}" if path is not None else ""
@@ -131,6 +127,28 @@ def load_config(schema: Type[T], path: str | Path | None = None, overrides: Sequ
     except ConfigError as exc:
         raise ConfigError(f"{exc} (config {path} and overrides)" if path is not None else str(exc)) from None
     return cfg  # type: ignore[return-value]
+
+
+def merge_override(cfg: DictConfig, override: str) -> DictConfig:
+    """`cfg` with one `key=value` from the command line merged in; a bad one names itself and what was wrong."""
+    key, eq, _ = override.partition("=")
+    if not eq:
+        raise ConfigError(f"override {override!r} is not of the form key=value")
+    try:
+        parsed = OmegaConf.from_dotlist([override])
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        raise ConfigError(f"command-line override {override!r} is not valid YAML ({str(exc).splitlines()[0]}); "
+                          f"a list item that holds brackets or commas goes in quotes: "
+                          f"key='[\"a.b=[1,2]\"]'") from None
+    try:
+        return OmegaConf.merge(cfg, parsed)
+    except OmegaConfBaseException as exc:
+        if OmegaConf.is_list(OmegaConf.select(cfg, key.strip(), default=None)):
+            raise ConfigError(f"command-line override {override!r}: key '{key.strip()}' takes a list, "
+                              f"e.g. {key.strip()}=[a,b]") from None
+        raise ConfigError(f"command-line override {_describe(exc)}") from exc
+    except TypeError:  # OmegaConf's own, for a mapping given where a list is declared and the like
+        raise ConfigError(f"command-line override {override!r}: its value does not fit key '{key.strip()}'") from None
 
 
 def to_yaml(cfg: Any) -> str:
