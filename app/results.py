@@ -132,7 +132,7 @@ def write_results(demo: Path, compare: Path | None, docs: Path, readme: Path) ->
         "",
         "## The demo",
         "",
-        f"The demo in `{demo}`: {timing}.",
+        f"The demo in `{demo}` took {timing}.",
         "",
         *_rebase((demo / "report.md").read_text(), demo, img, docs),
         "",
@@ -146,7 +146,7 @@ def write_results(demo: Path, compare: Path | None, docs: Path, readme: Path) ->
                   "then `python -m app.results --compare runs/compare`."]
     path = docs / "results.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
-    update_readme(readme, table, f"`{demo}`: {timing}")
+    update_readme(readme, table, f"That run (`{demo}`) took {timing}")
     return path
 
 
@@ -156,7 +156,7 @@ def update_readme(readme: Path, table: str, timing: str) -> None:
         raise ValueError(f"{readme}: no headline markers ({README_START!r} ... {README_END!r})")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    block = f"{README_START}\n{table}\n\nThat run: {timing}.\n{README_END}"
+    block = f"{README_START}\n{table}\n\n{timing}.\n{README_END}"
     readme.write_text(head + block + tail)
 
 

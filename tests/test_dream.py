@@ -142,7 +142,7 @@ def test_context_use_is_zero_for_a_predictor_blind_to_its_context(tiny_checkpoin
 
 
 def test_dream_writes_metrics_for_models_and_baselines(tiny_world, tiny_checkpoint, tmp_path):
-    metrics = main(dream_config(tiny_world, tiny_checkpoint, tmp_path))
+    metrics = main(dream_config(tiny_world, tiny_checkpoint, tmp_path, "models.random.seeds=[0,1]"))
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["models"].keys() == {"jepa", "random"}
     assert on_disk["baselines"].keys() == {"copy_last", "linear", "position_mean"}
