@@ -151,11 +151,25 @@ def test_official_pos_embed_for_more_frames_is_interpolated_to_the_probe_clip(ti
     assert torch.allclose(source.network.pos_embed, expected)
 
 
-def test_checkpoint_of_another_architecture_names_the_missing_tensors(tiny_checkpoint, tmp_path):
+def test_a_checkpoint_without_config_is_built_as_its_tensors_say(tiny_checkpoint, tmp_path):
     official = save_official_layout(tiny_checkpoint, tmp_path / "official.pt")
-    deeper = OmegaConf.merge(checkpoint_model_config(tiny_checkpoint), {"depth": 3})
-    with pytest.raises(CheckpointError, match=r"official\.pt.*missing: blocks\.2\.norm1\.weight"):
-        build_sources("jepa", SourceConfig(checkpoint=str(official)), deeper, TINY_FEATURES)
+    wrong = OmegaConf.merge(checkpoint_model_config(tiny_checkpoint), {"depth": 3, "patch_size": 16, "name": "vit_base"})
+    theirs = build_sources("jepa", SourceConfig(checkpoint=str(official)), wrong, TINY_FEATURES)[0]
+    ours = build_sources("ours", SourceConfig(checkpoint=str(tiny_checkpoint)), ModelConfig(), TINY_FEATURES)[0]
+    assert (len(theirs.network.blocks), theirs.network.patch_size, theirs.network.embed_dim) == (2, 8, 96)
+    clips = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ours.encode(clips), theirs.encode(clips))
+
+
+def test_what_a_config_less_checkpoint_cannot_tell_is_named(tiny_checkpoint, tmp_path):
+    state = {"patch_embed.proj.weight": torch.zeros(100, 3, 2, 8, 8), "blocks.0.norm1.weight": torch.zeros(100)}
+    torch.save({"encoder": state}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"odd\.pt: a 100-wide encoder.*set model\.num_heads"):
+        build_sources("jepa", SourceConfig(checkpoint=str(tmp_path / "odd.pt")), ModelConfig(), TINY_FEATURES)
+    torch.save({"encoder": {"blocks.0.norm1.weight": torch.zeros(96)}}, tmp_path / "flat.pt")
+    with pytest.raises(CheckpointError, match=r"flat\.pt: no 3D patch embedding"):
+        build_sources("jepa", SourceConfig(checkpoint=str(tmp_path / "flat.pt")), ModelConfig(), TINY_FEATURES)
 
 
 def test_random_sources_are_seeded_and_timm_models_run_per_frame():

@@ -3,8 +3,9 @@
 A checkpoint of this project carries its resolved `config`, from which its architecture, clip
 geometry, masks and objective are read. A checkpoint in the official V-JEPA layout
 (facebookresearch/jepa: `encoder`, `predictor`, `target_encoder`, with `module.` prefixes) carries
-none: its architecture is the caller's `fallback` (the evaluation config's `model` and clip
-settings), and the number of its predictor's mask tokens is read from the weights. Either way
+none: its architecture is read from its tensors (a V-JEPA 2 one, without a position table, gets the
+released models' RoPE), the clip settings and what shapes cannot tell (heads) come from the caller's
+`fallback`, and the number of its predictor's mask tokens is read from the weights. Either way
 `load_pretrained` builds the networks the checkpoint's objective trains and loads them strictly,
 naming every missing or mis-shaped tensor; position tables made for another clip size are resized.
 `random_pretrained` gives the same architecture at a seeded random init, the control every
@@ -16,7 +17,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,7 @@ from torch import nn
 from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state, strip_prefixes
 from vjepa.models.config import ModelConfig, token_grid
 from vjepa.models.pos_embed import interpolate_pos_embed
+from vjepa.models.vit import ENCODER_SIZES
 from vjepa.objectives import OBJECTIVES, build_objective
 
 log = logging.getLogger("vjepa.pretrained")
@@ -100,11 +102,56 @@ def mask_tokens_in(state: dict | None) -> int:
     return max(found) + 1 if found else 0
 
 
+#: attention heads of the published encoders whose width alone does not give them (V-JEPA 2's ViT-g: 22 heads of
+#: 64 channels, where vit_giant has 16), by (width, pos_embed); and V-JEPA 2's predictors (384 wide, 12 heads)
+PUBLISHED_HEADS = {(1408, "rope_vjepa2"): 22}
+PUBLISHED_PREDICTOR_HEADS = {"rope_vjepa2": 12}
+
+
+def blocks_in(state: dict, prefix: str) -> int:
+    """How many transformer blocks `prefix`.N.* a state dict holds."""
+    found = {int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(prefix)}\.(\d+)\.", k))}
+    return max(found) + 1 if found else 0
+
+
+def model_from_tensors(ckpt: dict, source: str, given: ModelConfig) -> ModelConfig:
+    """The architecture of a checkpoint without a `config` (official V-JEPA, V-JEPA 2), read from its tensors:
+    width, patch and tubelet from the patch embedding, depth from the blocks, the position scheme from whether
+    a position table is there (none: V-JEPA 2's released RoPE), the predictor's width and depth likewise.
+    Attention heads are not in the shapes: `given` (the evaluation config's `model`) or the published value."""
+    _, encoder = encoder_state(ckpt, "auto", source)
+    proj = encoder.get("patch_embed.proj.weight")
+    if proj is None or proj.ndim != 5:
+        raise CheckpointError(f"{source}: no 3D patch embedding (patch_embed.proj.weight [D, C, t, p, p]) in its "
+                              f"encoder, so its architecture cannot be read; is it a video encoder?")
+    width, _, tubelet, patch, _ = proj.shape
+    pos_embed = "sincos" if "pos_embed" in encoder else "rope_vjepa2"
+    named = [n for n, size in ENCODER_SIZES.items() if size["embed_dim"] == width]
+    name = given.name if given.name in named else (named[0] if named else given.name)
+    heads = given.num_heads or PUBLISHED_HEADS.get((width, pos_embed)) or (
+        ENCODER_SIZES[name]["num_heads"] if named else None)
+    if heads is None or width % heads:
+        raise CheckpointError(f"{source}: a {width}-wide encoder; its number of attention heads is not in the file: "
+                              f"set model.num_heads")
+    model = replace(given, name=name, embed_dim=width, depth=blocks_in(encoder, "blocks"), num_heads=heads,
+                    patch_size=patch, tubelet_size=tubelet, pos_embed=pos_embed)
+    predictor = strip_prefixes(ckpt.get("predictor") or {})
+    if "predictor_embed.weight" in predictor:
+        model = replace(model, pred_embed_dim=predictor["predictor_embed.weight"].shape[0],
+                        pred_depth=blocks_in(predictor, "predictor_blocks"),
+                        pred_num_heads=given.pred_num_heads or PUBLISHED_PREDICTOR_HEADS.get(pos_embed))
+    log.info("%s: no config; read from its tensors: %s %d wide, %d blocks, %d heads, patch %d, tubelet %d, %s",
+             source, name, width, model.depth, heads, patch, tubelet, pos_embed)
+    return model
+
+
 def architecture(ckpt: dict | None, source: str, fallback: Architecture) -> Architecture:
-    """A checkpoint's architecture: from its own `config` (ours), else `fallback` (official V-JEPA, random init)."""
+    """A checkpoint's architecture: from its own `config` (ours), else from its tensors (official V-JEPA,
+    V-JEPA 2), else `fallback` (random init without a checkpoint)."""
     if ckpt is None or "config" not in ckpt:
         tokens = mask_tokens_in(ckpt.get("predictor")) if ckpt else 0
-        return Architecture(model=fallback.model, frames_per_clip=fallback.frames_per_clip,
+        model = model_from_tensors(ckpt, source, fallback.model) if ckpt else fallback.model
+        return Architecture(model=model, frames_per_clip=fallback.frames_per_clip,
                             frame_step=fallback.frame_step, crop_size=fallback.crop_size, objective="jepa",
                             masks=[], num_mask_tokens=tokens or fallback.num_mask_tokens)
     config = ckpt["config"]

@@ -23,8 +23,9 @@ class ModelConfig:
     depth: Optional[int] = None
     num_heads: Optional[int] = None
     uniform_power: bool = True
-    # sincos: V-JEPA's fixed table added to the tokens (official checkpoints); rope: V-JEPA 2's 3D rotary
-    # embedding in every attention of the encoder and the predictor, so features carry no absolute position
+    # sincos: V-JEPA's fixed table added to the tokens; rope: a 3D rotary embedding in every attention of the
+    # encoder and the predictor (features carry no absolute position); rope_vjepa2: the rotary variant the
+    # released V-JEPA 2 weights were trained with (vjepa/models/rope.py), for loading them
     pos_embed: str = choice("sincos", POS_EMBEDS)
     drop_path_rate: float = 0.0
     pred_depth: int = 12

@@ -70,7 +70,7 @@ class Predictor(nn.Module):
                 torch.from_numpy(table).float().unsqueeze(0), requires_grad=False
             )
         self.predictor_blocks = build_blocks(
-            predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, self.rope
+            predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, self.rope is not None
         )
         self.predictor_norm = norm_layer(predictor_embed_dim)
         self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
@@ -104,7 +104,7 @@ class Predictor(nn.Module):
         rope = None
         if self.rope:
             rope = rope_angles(torch.cat([ctx_idx, tgt_idx], dim=1), grid or self.grid,
-                               self.predictor_embed_dim // self.num_heads)
+                               self.predictor_embed_dim // self.num_heads, self.rope)
         else:
             pos_embed = interpolate_pos_embed(self.predictor_pos_embed, self.grid, grid or self.grid)
             x = x + gather_tokens(pos_embed, ctx_idx)

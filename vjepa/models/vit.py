@@ -1,8 +1,9 @@
 """The V-JEPA video encoder: tubelet embedding, fixed sin-cos positions, timm ViT blocks.
 
 Parameter names match the official V-JEPA encoder (facebookresearch/jepa), so its checkpoints
-load here and ours load there. `pos_embed="rope"` swaps the added sin-cos table for V-JEPA 2's
-3D rotary embedding inside attention (vjepa/models/rope.py); such an encoder has no `pos_embed`.
+load here and ours load there. `pos_embed="rope"` (or `"rope_vjepa2"`, the released V-JEPA 2 models'
+variant) swaps the added sin-cos table for a 3D rotary embedding inside attention
+(vjepa/models/rope.py); such an encoder has no `pos_embed`.
 """
 
 import math
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from vjepa.models.patch_embed import PatchEmbed3D
 from vjepa.models.pos_embed import get_3d_sincos_pos_embed, interpolate_pos_embed
-from vjepa.models.rope import Rope, RopeBlock, rope_angles
+from vjepa.models.rope import ROPE_VARIANTS, Rope, RopeBlock, rope_angles
 
 norm_layer = partial(nn.LayerNorm, eps=1e-6)
 
@@ -34,7 +35,7 @@ ENCODER_SIZES: dict[str, dict] = {
 }
 
 
-POS_EMBEDS = ("sincos", "rope")
+POS_EMBEDS = ("sincos", *ROPE_VARIANTS)
 
 
 def build_blocks(
@@ -51,11 +52,11 @@ def build_blocks(
     )
 
 
-def check_pos_embed(pos_embed: str) -> bool:
-    """True for RoPE; a clear error for an unknown kind."""
+def check_pos_embed(pos_embed: str) -> str | None:
+    """The RoPE variant (None for the sin-cos table); a clear error for an unknown kind."""
     if pos_embed not in POS_EMBEDS:
         raise ValueError(f"model.pos_embed={pos_embed!r}: expected one of {', '.join(POS_EMBEDS)}")
-    return pos_embed == "rope"
+    return None if pos_embed == "sincos" else pos_embed
 
 
 def init_weights(module: nn.Module) -> None:
@@ -132,7 +133,7 @@ class VisionTransformer(nn.Module):
             table = get_3d_sincos_pos_embed(embed_dim, *self.grid, uniform_power=uniform_power)
             # A frozen Parameter rather than a buffer: the same state-dict entry as official checkpoints.
             self.pos_embed = nn.Parameter(torch.from_numpy(table).float().unsqueeze(0), requires_grad=False)
-        self.blocks = build_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, self.rope)
+        self.blocks = build_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, self.rope is not None)
         self.norm = norm_layer(embed_dim)
 
         self.apply(init_weights)
@@ -161,7 +162,7 @@ class VisionTransformer(nn.Module):
             return None
         if idx is None:
             idx = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
-        return rope_angles(idx, grid or self.grid, self.embed_dim // self.num_heads)
+        return rope_angles(idx, grid or self.grid, self.embed_dim // self.num_heads, self.rope)
 
     def forward_tokens(self, x: Tensor, idx: Tensor | None = None, grid: tuple[int, int, int] | None = None) -> Tensor:
         """The blocks and final norm on tokens from `embed` [B, K, D] (several masks can share one embedding);
