@@ -20,7 +20,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from vjepa.checkpoint import load_checkpoint
+from vjepa.checkpoint import CheckpointError, load_checkpoint
 from vjepa.config import choice
-from vjepa.data import DataError, SkipTracker, VideoDataset, VideoTransform, collate_videos
+from vjepa.data import IMAGENET_MEAN, IMAGENET_STD, DataError, SkipTracker, VideoDataset, VideoTransform, collate_videos
 from vjepa.models.config import ModelConfig
 from vjepa.objectives.denoise import Denoising, noise_clips
 from vjepa.pretrained import (
@@ -50,7 +50,9 @@ class SourceConfig:
     checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy (null: `model`)
     encoder: str = choice("auto", NETWORKS)  # network of a checkpoint: auto (target_encoder if present, else encoder)
     seeds: List[int] = field(default_factory=lambda: [0])  # random, timm: one model per seed, reported as mean and spread
-    timm_model: Optional[str] = None  # timm: a model name, randomly initialised (nothing is downloaded)
+    timm_model: Optional[str] = None  # timm: a model name (e.g. vit_large_patch14_dinov2)
+    timm_weights: Optional[str] = None  # timm: a local weights file in timm's or the publisher's layout; null: random init
+    timm_args: Dict[str, Any] = field(default_factory=dict)  # timm: more keywords for timm.create_model
     raw_size: int = 8  # raw: each frame average-pooled to raw_size x raw_size pixels
 
 
@@ -132,12 +134,26 @@ class RawPixelSource(FeatureSource):
 
 
 class FrameSource(FeatureSource):
-    """An image model applied to every frame; a clip's tokens are its frames' tokens, frame-major."""
+    """An image model applied to every frame; a clip's tokens are its frames' tokens, frame-major.
+
+    Clips come normalised with ImageNet's mean and spread; frames are renormalised to those the
+    model was trained with (its timm `pretrained_cfg`: 0.5 and 0.5 for SigLIP, say)."""
+
+    def __init__(self, name: str, network: nn.Module, identity: dict):
+        cfg = getattr(network, "pretrained_cfg", None) or {}
+        mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+        super().__init__(name, network, {**identity, "mean": mean, "std": std})
+        # x_model = (pixel - mean) / std with pixel = x * imagenet_std + imagenet_mean
+        self.scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
+        self.shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
 
     def encode_layers(self, clips: Tensor, n: int) -> list[Tensor]:
         """The model's output features as its one layer, whatever n (`features.layers`) asks for."""
         b, c, t, h, w = clips.shape
         frames = clips.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        if c == len(self.scale):
+            scale, shift = (v.to(frames.device, frames.dtype).view(1, c, 1, 1) for v in (self.scale, self.shift))
+            frames = frames * scale + shift
         out = self.network.forward_features(frames)
         if out.ndim == 4:  # CNN feature map [B*T, D, h, w] -> tokens
             out = out.flatten(2).transpose(1, 2)
@@ -205,17 +221,47 @@ def raw_sources(name: str, spec: SourceConfig, model: ModelConfig, features: Fea
 
 @register_source("timm")
 def timm_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
-    import timm
-
     if not spec.timm_model:
         raise ValueError(f"models.{name}: kind timm needs models.{name}.timm_model=NAME")
+    if spec.timm_weights:
+        return [timm_pretrained(name, spec, features)]
     sources = []
     for seed in spec.seeds:
         torch.manual_seed(seed)
-        network = timm.create_model(spec.timm_model, pretrained=False, num_classes=0)
-        identity = {"kind": "timm", "timm_model": spec.timm_model, "seed": seed, "timm": timm.__version__}
-        sources.append(FrameSource(name, network, identity))
+        network, identity = create_timm(spec, features.crop_size)
+        sources.append(FrameSource(name, network, {**identity, "seed": seed}))
     return sources
+
+
+def create_timm(spec: SourceConfig, crop_size: int, **kwargs) -> tuple[nn.Module, dict]:
+    """timm.create_model, built for the probe's frames where the model takes an image size (ViTs do, CNNs need not)."""
+    import timm
+
+    args = {"num_classes": 0, **kwargs, **spec.timm_args}
+    try:
+        network = timm.create_model(spec.timm_model, **{"img_size": crop_size, **args})
+    except TypeError:  # the model takes no img_size
+        network = timm.create_model(spec.timm_model, **args)
+    return network, {"kind": "timm", "timm_model": spec.timm_model, "timm": timm.__version__, "timm_args": spec.timm_args}
+
+
+def timm_pretrained(name: str, spec: SourceConfig, features: FeatureConfig) -> FeatureSource:
+    """A timm model with the weights of a local file, through timm's own loader: it reads the publisher's layouts
+    (DINOv2's, SigLIP's, ...) and resizes a position table to the probe's frame size."""
+    path = Path(spec.timm_weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"models.{name}.timm_weights: no file {path}")
+    if ":" in spec.timm_model:  # hf-hub:... would be fetched from the hub, whatever the file says
+        raise ValueError(f"models.{name}.timm_model={spec.timm_model!r}: with timm_weights, name an architecture "
+                         f"(e.g. vit_small_patch14_dinov2), not a hub location")
+    try:
+        network, identity = create_timm(spec, features.crop_size, pretrained=True,
+                                        pretrained_cfg_overlay={"file": str(path)})
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: does not load into timm model {spec.timm_model} ({first})") from exc
+    log.info("models.%s: timm %s with the weights of %s", name, spec.timm_model, path)
+    return FrameSource(name, network, {**identity, "file": file_identity(path)})
 
 
 # --------------------------------------------------------------------------- extraction and cache
