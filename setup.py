@@ -25,6 +25,7 @@ setup(
         "matplotlib",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # videomae: published VideoMAE models as feature sources and world models (the tests use them too)
+    extras_require={"test": ["pytest>=8", "transformers>=4.40"], "videomae": ["transformers>=4.40"]},
     entry_points={"console_scripts": ["vjepa=app.cli:main"]},
 )

@@ -1,10 +1,11 @@
 """Frozen features: the networks they come from, and their cache on disk.
 
 A `FeatureSource` turns clips [B, C, T, H, W] into tokens [B, N, D]. Sources are built from a
-`SourceConfig` by the builder registered for its `kind`: `checkpoint` (this project's or the
-official V-JEPA layout, or another objective's: a denoising encoder is read at a fixed noise level),
-`random` (the same architecture, freshly initialised, one per seed), `raw` (downsampled pixels,
-the floor) and `timm` (a timm image model applied to every frame). `register_source` adds a kind.
+`SourceConfig` by the builder registered for its `kind`: `checkpoint` (this project's, the official
+V-JEPA or V-JEPA 2 layout, or another objective's: a denoising encoder is read at a fixed noise
+level), `random` (the same architecture, freshly initialised, one per seed), `raw` (downsampled
+pixels, the floor), `timm` (a timm image model applied to every frame, random or from a local
+weights file) and `videomae` (a published VideoMAE). `register_source` adds a kind.
 
 `load_or_extract` runs every source whose features are not cached over a video list in one pass,
 so each clip is decoded once for all of them, and stores per clip the mean-pooled tokens of the
@@ -33,9 +34,11 @@ from vjepa.checkpoint import CheckpointError, load_checkpoint
 from vjepa.config import choice
 from vjepa.data import IMAGENET_MEAN, IMAGENET_STD, DataError, SkipTracker, VideoDataset, VideoTransform, collate_videos
 from vjepa.models.config import ModelConfig
+from vjepa.models.videomae import is_videomae_folder
 from vjepa.objectives.denoise import Denoising, noise_clips
 from vjepa.pretrained import (
-    NETWORKS, Architecture, fallback_architecture, file_identity, load_pretrained, random_pretrained,
+    NETWORKS, Architecture, fallback_architecture, file_identity, load_pretrained, load_videomae_pretrained,
+    random_pretrained,
 )
 from vjepa.pretrained import architecture as checkpoint_architecture
 
@@ -46,8 +49,11 @@ log = logging.getLogger("vjepa.probe")
 class SourceConfig:
     """One model to probe; its name (jepa, random, ...) is its key under `models`."""
 
-    kind: str = choice("checkpoint", lambda: SOURCE_KINDS)  # checkpoint | random | raw | timm, or one added with register_source
-    checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy (null: `model`)
+    # checkpoint | random | raw | timm | videomae, or one added with register_source
+    kind: str = choice("checkpoint", lambda: SOURCE_KINDS)
+    # checkpoint: the weights (ours, official V-JEPA or V-JEPA 2); random: whose architecture to copy (null:
+    # `model`); videomae: a Hugging Face VideoMAE folder or an original VideoMAE(v2) checkpoint file
+    checkpoint: Optional[str] = None
     encoder: str = choice("auto", NETWORKS)  # network of a checkpoint: auto (target_encoder if present, else encoder)
     seeds: List[int] = field(default_factory=lambda: [0])  # random, timm: one model per seed, reported as mean and spread
     timm_model: Optional[str] = None  # timm: a model name (e.g. vit_large_patch14_dinov2)
@@ -205,6 +211,10 @@ def checkpoint_sources(name: str, spec: SourceConfig, model: ModelConfig, featur
 
 @register_source("random")
 def random_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
+    if spec.checkpoint and is_videomae_folder(spec.checkpoint):  # a random VideoMAE of the folder's architecture
+        return [EncoderSource(name, p.encoder, {"kind": "random", "seed": seed, "architecture": p.arch.identity()})
+                for seed in spec.seeds
+                for p in [load_videomae_pretrained(spec.checkpoint, fallback(model, features), seed=seed)]]
     ckpt = load_checkpoint(spec.checkpoint) if spec.checkpoint else None
     arch = checkpoint_architecture(ckpt, spec.checkpoint or "model", fallback(model, features))
     return [EncoderSource(name, random_pretrained(arch, seed).encoder, {"kind": "random", "seed": seed,
@@ -262,6 +272,21 @@ def timm_pretrained(name: str, spec: SourceConfig, features: FeatureConfig) -> F
         raise CheckpointError(f"{path}: does not load into timm model {spec.timm_model} ({first})") from exc
     log.info("models.%s: timm %s with the weights of %s", name, spec.timm_model, path)
     return FrameSource(name, network, {**identity, "file": file_identity(path)})
+
+
+@register_source("videomae")
+def videomae_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
+    if not spec.checkpoint:
+        raise ValueError(f"models.{name}: kind videomae needs models.{name}.checkpoint=PATH (a Hugging Face folder "
+                         f"or an original VideoMAE checkpoint file)")
+    loaded = load_videomae_pretrained(spec.checkpoint, fallback(model, features))
+    arch = loaded.arch
+    if (arch.frames_per_clip, arch.crop_size) != (features.frames_per_clip, features.crop_size):
+        raise ValueError(f"models.{name}: {spec.checkpoint} takes clips of {arch.frames_per_clip} frames at "
+                         f"{arch.crop_size} px (its position table is fixed); set "
+                         f"features.frames_per_clip={arch.frames_per_clip} features.crop_size={arch.crop_size}")
+    identity = {"kind": "videomae", "file": file_identity(spec.checkpoint), "architecture": arch.identity()}
+    return [EncoderSource(name, loaded.encoder, identity)]
 
 
 # --------------------------------------------------------------------------- extraction and cache

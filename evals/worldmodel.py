@@ -24,8 +24,11 @@ from vjepa.config import choice
 from vjepa.data import VideoTransform
 from vjepa.data.dataset import read_frames
 from vjepa.models.config import ModelConfig
+from vjepa.models.videomae import denormalise_patches_per_channel, is_videomae_folder, normalise_patches_per_channel
 from vjepa.objectives.pixel import normalise_patches, patchify, unpatchify
-from vjepa.pretrained import Architecture, ClipConfig, fallback_architecture, load_pretrained, random_pretrained
+from vjepa.pretrained import (
+    Architecture, ClipConfig, fallback_architecture, load_pretrained, load_videomae_pretrained, random_pretrained,
+)
 from vjepa.pretrained import architecture as checkpoint_architecture
 
 log = logging.getLogger("vjepa.worldmodel")
@@ -35,8 +38,10 @@ log = logging.getLogger("vjepa.worldmodel")
 class WorldModelSource:
     """One model to test; its name (jepa, random, ...) is its key under `models`."""
 
-    kind: str = choice("checkpoint", ("checkpoint", "random"))
-    checkpoint: Optional[str] = None  # checkpoint: the weights; random: whose architecture to copy (null: `model`)
+    kind: str = choice("checkpoint", ("checkpoint", "random", "videomae"))
+    # checkpoint: the weights (ours, official V-JEPA or V-JEPA 2); random: whose architecture to copy (null:
+    # `model`); videomae: a Hugging Face VideoMAEForPreTraining folder or an original VideoMAE(v2) pretraining file
+    checkpoint: Optional[str] = None
     seeds: List[int] = field(default_factory=lambda: [0])  # random: one model per seed
 
 
@@ -120,9 +125,18 @@ class PixelWorldModel(WorldModel):
         m = self.arch.model
         return patchify(clips.float(), m.tubelet_size, m.patch_size)
 
+    def normalise(self, patches: Tensor) -> Tensor:
+        """Pixel patches as the decoder was trained to reconstruct them."""
+        return normalise_patches(patches)
+
+    def denormalise(self, pred: Tensor, like: Tensor) -> Tensor:
+        """Normalised patches back to pixels with the statistics of the patches `like`."""
+        std = (like.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+        return pred * std + like.mean(-1, keepdim=True)
+
     @torch.no_grad()
     def target_slots(self, clips: Tensor) -> Tensor:
-        p = normalise_patches(self.patches(clips))
+        p = self.normalise(self.patches(clips))
         return p.view(p.size(0), self.grid[0], self.tokens_per_slot, p.size(-1))
 
     def context_space(self, h: Tensor) -> Tensor:
@@ -146,11 +160,20 @@ class PixelWorldModel(WorldModel):
             frames = unpatchify(work, self.grid, m.tubelet_size, m.patch_size, clips.size(1))
             pred = self.predict_slots(self.context_slots(frames, range(t)), range(t), [t])
             imagined.append(pred)
-            prev = work[:, (t - 1) * n:t * n]
-            std = (prev.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
-            work[:, t * n:(t + 1) * n] = pred[:, 0] * std + prev.mean(-1, keepdim=True)
+            work[:, t * n:(t + 1) * n] = self.denormalise(pred[:, 0], work[:, (t - 1) * n:t * n])
         pixels = work.view(work.size(0), self.grid[0], n, work.size(-1))[:, k:]
         return torch.cat(imagined, dim=1), pixels
+
+
+class VideoMAEWorldModel(PixelWorldModel):
+    """A published VideoMAE (vjepa/models/videomae.py): its decoder reconstructs the hidden future from the
+    visible past, scored against pixels normalised per patch and colour channel, as VideoMAE was trained."""
+
+    def normalise(self, patches: Tensor) -> Tensor:
+        return normalise_patches_per_channel(patches)
+
+    def denormalise(self, pred: Tensor, like: Tensor) -> Tensor:
+        return denormalise_patches_per_channel(pred, like)
 
 
 def future_mask_index(arch: Architecture, where: str, override: Optional[int]) -> int:
@@ -173,7 +196,8 @@ def future_mask_index(arch: Architecture, where: str, override: Optional[int]) -
 
 
 #: world-model classes by pretraining objective; objectives without a predictor of the future have none
-WORLD_MODELS: dict[str, type[WorldModel]] = {"jepa": WorldModel, "pixel": PixelWorldModel}
+WORLD_MODELS: dict[str, type[WorldModel]] = {"jepa": WorldModel, "pixel": PixelWorldModel,
+                                             "videomae": VideoMAEWorldModel}
 
 
 def world_class(arch: Architecture, source: str, name: str) -> type[WorldModel]:
@@ -189,12 +213,18 @@ def build_world_models(name: str, spec: WorldModelSource, mask_index: Optional[i
     give the architecture of a checkpoint without a config (official V-JEPA) or of a random model without one."""
     fallback = fallback_architecture(model or ModelConfig(), clip)
     source = spec.checkpoint or "the config's model"
+    if spec.kind in ("checkpoint", "videomae") and not spec.checkpoint:
+        raise ValueError(f"models.{name}: kind {spec.kind} needs models.{name}.checkpoint=PATH")
+    if spec.kind == "videomae":
+        pretrained = load_videomae_pretrained(spec.checkpoint, fallback, with_predictor=True)
+        return [VideoMAEWorldModel(name, pretrained.encoder, pretrained.predictor, pretrained.arch, 0)]
     if spec.kind == "checkpoint":
-        if not spec.checkpoint:
-            raise ValueError(f"models.{name}: kind checkpoint needs models.{name}.checkpoint=PATH")
         arch = checkpoint_architecture(load_checkpoint(spec.checkpoint), source, fallback)
         cls = world_class(arch, source, name)
         loaded = [(load_pretrained(spec.checkpoint, fallback, with_predictor=True), None)]
+    elif spec.checkpoint and is_videomae_folder(spec.checkpoint):  # a random VideoMAE of the folder's architecture
+        return [VideoMAEWorldModel(name, p.encoder, p.predictor, p.arch, 0, seed) for seed in spec.seeds
+                for p in [load_videomae_pretrained(spec.checkpoint, fallback, with_predictor=True, seed=seed)]]
     else:
         arch = checkpoint_architecture(load_checkpoint(spec.checkpoint) if spec.checkpoint else None, source, fallback)
         cls = world_class(arch, source, name)

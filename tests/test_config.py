@@ -82,7 +82,7 @@ def test_missing_config_file_is_named():
     (PretrainConfig, "configs/pretrain/tiny_world.yaml", "model.name=vit_mini", "model.name", "vit_micro"),
     (PretrainConfig, "configs/pretrain/tiny_world.yaml", "masks=[{type: blocks}]", "masks[0].type", "multiblock, tube, future"),
     (PhysicsConfig, "configs/evals/physics_world.yaml", "score=median", "score", "max, mean"),
-    (ProbeConfig, "configs/evals/probe_world.yaml", "models.jepa.kind=ckpt", "models.jepa.kind", "checkpoint, random, raw, timm"),
+    (ProbeConfig, "configs/evals/probe_world.yaml", "models.jepa.kind=ckpt", "models.jepa.kind", "checkpoint, random, raw, timm, videomae"),
     (ProbeConfig, "configs/evals/probe_world.yaml", "tasks.n_objects.probes=[linear,svm]", "tasks.n_objects.probes", "knn"),
 ])
 def test_a_name_outside_its_closed_set_is_rejected_at_load_naming_key_and_choices(schema, recipe, override, key, choices):

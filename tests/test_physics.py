@@ -330,6 +330,25 @@ def test_physics_writes_metrics_with_random_controls(tiny_voe, tiny_checkpoint, 
     assert "![surprise per token](surprise_maps.png)" in (tmp_path / "report.md").read_text()
 
 
+def test_an_official_layout_checkpoint_scores_exactly_as_ours(tiny_voe, tiny_checkpoint, tmp_path):
+    """The official V-JEPA layout carries no config: its architecture is read from its tensors, and with the mask
+    token it was trained with its surprise is ours to the digit."""
+    ckpt = torch.load(tiny_checkpoint, weights_only=False)
+    official = tmp_path / "official.pt"
+    torch.save({key: {"module.backbone." + k: v for k, v in ckpt[key].items()}
+                for key in ("encoder", "target_encoder", "predictor")} | {"epoch": 1}, official)
+    arch = [f"model.{k}={v}" for k, v in ckpt["config"]["model"].items() if v is not None] + [
+        "clip.frames_per_clip=8", "clip.frame_step=2", "clip.crop_size=32", "mask_index=2", "models.random.seeds=[0]"]
+    theirs = main(physics_config(tiny_voe, official, tmp_path / "theirs", *arch))
+    ours = main(physics_config(tiny_voe, tiny_checkpoint, tmp_path / "ours", "models.random.seeds=[0]"))
+    assert theirs["models"]["jepa"] == ours["models"]["jepa"]
+
+    def surprise(run):
+        with open(tmp_path / run / "surprise.csv", newline="") as f:
+            return [(r["path"], r["max"], r["mean"]) for r in csv.DictReader(f) if r["model"] == "jepa"]
+    assert surprise("theirs") == surprise("ours") and len(surprise("ours")) == 36
+
+
 def test_table_naming_a_missing_video_is_a_clear_error(tmp_path):
     (tmp_path / "voe.csv").write_text("path,group,possible,property\ngone.mp4,g0,1,gravity\n")
     with pytest.raises(DataError, match="gone.mp4"):

@@ -37,6 +37,9 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (a Hugging Face VideoMAE folder is read "
+                              f"with kind: videomae)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

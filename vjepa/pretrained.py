@@ -29,6 +29,7 @@ from torch import nn
 from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state, strip_prefixes
 from vjepa.models.config import ModelConfig, token_grid
 from vjepa.models.pos_embed import interpolate_pos_embed
+from vjepa.models.videomae import VideoMAEDecoder, VideoMAEEncoder, load_videomae
 from vjepa.models.vit import ENCODER_SIZES
 from vjepa.objectives import OBJECTIVES, build_objective
 
@@ -206,7 +207,8 @@ def encoder_state(ckpt: dict, network: str, source: str) -> tuple[str, dict]:
     if network == "auto":
         network = "target_encoder" if "target_encoder" in ckpt else "encoder"
     if network not in ckpt:
-        raise CheckpointError(f"{source}: no '{network}' in the checkpoint (keys: {', '.join(sorted(ckpt))})")
+        hint = " (an original VideoMAE checkpoint? those are read with kind: videomae)" if "model" in ckpt else ""
+        raise CheckpointError(f"{source}: no '{network}' in the checkpoint (keys: {', '.join(sorted(ckpt))}){hint}")
     return network, strip_prefixes(ckpt[network])
 
 
@@ -231,10 +233,39 @@ def load_pretrained(path: str | Path, fallback: Architecture, network: str = "au
     return Pretrained(frozen(objective.encoder), frozen(predictor), arch, which, source)
 
 
+def load_videomae_pretrained(path: str | Path, fallback: Architecture, with_predictor: bool = False,
+                             seed: Optional[int] = None) -> Pretrained:
+    """A published VideoMAE (a Hugging Face folder or an original checkpoint file, vjepa/models/videomae.py) as
+    frozen networks with this project's interfaces; its decoder is the predictor. Clip length and size come
+    from a folder's config.json, from `fallback` for a file; the frame step from `fallback` (neither says).
+    With `seed`: its architecture at a seeded random init (the chance control)."""
+    model, pretraining = load_videomae(path, fallback.frames_per_clip, fallback.crop_size, with_predictor, seed,
+                                       (fallback.model.num_heads, fallback.model.pred_num_heads))
+    encoder = VideoMAEEncoder(model)
+    cfg = model.config
+    named = [n for n, size in ENCODER_SIZES.items() if size["embed_dim"] == encoder.embed_dim]
+    arch_model = ModelConfig(name=named[0] if named else fallback.model.name, patch_size=encoder.patch_size,
+                             tubelet_size=encoder.tubelet_size, embed_dim=encoder.embed_dim, depth=encoder.depth,
+                             num_heads=encoder.num_heads)
+    arch = Architecture(model=arch_model, frames_per_clip=cfg.num_frames, frame_step=fallback.frame_step,
+                        crop_size=cfg.image_size, objective="videomae", masks=["tube"])
+    predictor = VideoMAEDecoder(pretraining, encoder.grid) if with_predictor else None
+    log.info("%s: VideoMAE, %d wide, %d blocks, patch %d, tubelet %d, %d frames at %d px%s", path, encoder.embed_dim,
+             encoder.depth, encoder.patch_size, encoder.tubelet_size, cfg.num_frames, cfg.image_size,
+             ", with its decoder" if predictor is not None else "")
+    which, source = ("encoder", str(path)) if seed is None else ("random", f"random init of {path}, seed {seed}")
+    return Pretrained(frozen(encoder), frozen(predictor), arch, which, source)
+
+
 def file_identity(path: str | Path) -> dict:
-    """A checkpoint file as it is now (for caches): a rewritten checkpoint is another model."""
+    """A checkpoint file (or a model folder, file by file) as it is now (for caches): a rewritten checkpoint is
+    another model."""
+    path = Path(path)
+    if path.is_dir():
+        return {"path": str(path.resolve()), "files": {f.name: file_identity(f) for f in sorted(path.iterdir())
+                                                       if f.is_file()}}
     st = os.stat(path)
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 # --------------------------------------------------------------------------- position tables
