@@ -26,6 +26,6 @@ setup(
         "pyyaml",
     ],
     # videomae: published VideoMAE models as feature sources and world models (the tests use them too)
-    extras_require={"test": ["pytest>=8", "transformers>=4.40"], "videomae": ["transformers>=4.40"]},
+    extras_require={"test": ["pytest>=8", "transformers>=4.57"], "videomae": ["transformers>=4.57"]},
     entry_points={"console_scripts": ["vjepa=app.cli:main"]},
 )

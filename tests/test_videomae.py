@@ -59,8 +59,9 @@ def reference_layers(state: dict, prefix: str, x: torch.Tensor, heads: int) -> t
     for i in range(depth):
         p, a = f"{prefix}.{i}", f"{prefix}.{i}.attention.attention"
         h = ln(x, f"{p}.layernorm_before")
-        q, k, v = (lin(h, f"{a}.{w}", bias=w != "key").view(b, n, heads, d // heads).transpose(1, 2)
-                   for w in ("query", "key", "value"))
+        q, k, v = (lin(h, f"{a}.{w}", bias=False).view(b, n, heads, d // heads).transpose(1, 2) + bias
+                   for w, bias in (("query", state[f"{a}.q_bias"].view(heads, 1, -1)), ("key", 0.0),
+                                   ("value", state[f"{a}.v_bias"].view(heads, 1, -1))))
         att = ((q @ k.transpose(-1, -2)) / math.sqrt(d // heads)).softmax(-1) @ v
         x = x + lin(att.transpose(1, 2).reshape(b, n, d), f"{p}.attention.output.dense")
         x = x + lin(F.gelu(lin(ln(x, f"{p}.layernorm_after"), f"{p}.intermediate.dense")), f"{p}.output.dense")
@@ -94,9 +95,9 @@ def block_state(prefix: str, width: int, mlp: int, g: torch.Generator) -> dict:
     a = f"{prefix}.attention.attention"
     return {f"{prefix}.layernorm_before.weight": 1 + rand(width), f"{prefix}.layernorm_before.bias": rand(width),
             # queries and keys large enough that attention is sharp (near-uniform attention would hide errors)
-            f"{a}.query.weight": rand(width, width, s=0.5), f"{a}.query.bias": rand(width),
+            f"{a}.query.weight": rand(width, width, s=0.5), f"{a}.q_bias": rand(width),
             f"{a}.key.weight": rand(width, width, s=0.5), f"{a}.value.weight": rand(width, width),
-            f"{a}.value.bias": rand(width), f"{prefix}.attention.output.dense.weight": rand(width, width),
+            f"{a}.v_bias": rand(width), f"{prefix}.attention.output.dense.weight": rand(width, width),
             f"{prefix}.attention.output.dense.bias": rand(width),
             f"{prefix}.layernorm_after.weight": 1 + rand(width), f"{prefix}.layernorm_after.bias": rand(width),
             f"{prefix}.intermediate.dense.weight": rand(mlp, width), f"{prefix}.intermediate.dense.bias": rand(mlp),
@@ -104,7 +105,8 @@ def block_state(prefix: str, width: int, mlp: int, g: torch.Generator) -> dict:
 
 
 def videomae_state(seed: int = 0) -> dict:
-    """VideoMAEForPreTraining's weights under transformers' key names."""
+    """VideoMAEForPreTraining's weights under the key names of the published Hugging Face folders (MCG-NJU's:
+    the query and value biases as `q_bias` and `v_bias`, the keys without one)."""
     g = torch.Generator().manual_seed(seed)
     rand = lambda *shape, s=0.05: torch.randn(*shape, generator=g) * s  # noqa: E731
     state = {"videomae.embeddings.patch_embeddings.projection.weight": rand(WIDTH, 3, TUBELET, PATCH, PATCH),
@@ -124,7 +126,7 @@ def original_block(state: dict, hf: str, ours: str) -> dict:
     """One block as MCG-NJU/VideoMAE's modeling_pretrain.py names it: qkv in one matrix, q_bias and v_bias apart."""
     a = f"{hf}.attention.attention"
     out = {f"{ours}.attn.qkv.weight": torch.cat([state[f"{a}.{w}.weight"] for w in ("query", "key", "value")]),
-           f"{ours}.attn.q_bias": state[f"{a}.query.bias"], f"{ours}.attn.v_bias": state[f"{a}.value.bias"]}
+           f"{ours}.attn.q_bias": state[f"{a}.q_bias"], f"{ours}.attn.v_bias": state[f"{a}.v_bias"]}
     for theirs, mine in (("layernorm_before", "norm1"), ("attention.output.dense", "attn.proj"),
                          ("layernorm_after", "norm2"), ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2")):
         out |= {f"{ours}.{mine}.{w}": state[f"{hf}.{theirs}.{w}"] for w in ("weight", "bias")}
@@ -268,6 +270,11 @@ def test_what_does_not_fit_a_videomae_is_named(videomae, tmp_path):
     for wrong_kind in (videomae[0], videomae[1]):  # kind checkpoint is this project's and V-JEPA's layouts
         with pytest.raises(CheckpointError, match=r"read with kind: videomae"):
             build_sources("v", SourceConfig(checkpoint=str(wrong_kind)), TINY, FEATURES)
+    scaled = original_layout(videomae[2]) | {"encoder.blocks.0.gamma_1": torch.ones(WIDTH)}  # a layer scale
+    torch.save({"model": scaled}, tmp_path / "layer-scale.pth")
+    with pytest.raises(CheckpointError, match=r"layer-scale\.pth: tensors this VideoMAE layout does not have: "
+                                              r"encoder\.blocks\.0\.gamma_1"):
+        build_sources("v", SourceConfig(kind="videomae", checkpoint=str(tmp_path / "layer-scale.pth")), TINY, FEATURES)
     (tmp_path / "not-videomae").mkdir()
     with pytest.raises(CheckpointError, match=r"not-videomae: not a VideoMAE folder"):
         world_model(tmp_path / "not-videomae")

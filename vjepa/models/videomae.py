@@ -189,6 +189,41 @@ def renamed_block(state: dict, old: str, new: str) -> dict:
     return out
 
 
+class Reads(dict):
+    """A state dict that remembers which keys were read, so that a tensor the renaming does not know (a layer
+    scale, say) stops the load instead of being dropped."""
+
+    def __init__(self, state: dict):
+        super().__init__(state)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+#: keys of a fine-tuned original checkpoint that features do not use: the classification head
+CLASSIFIER_KEYS = ("head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias")
+DECODER_KEYS = ("decoder.", "encoder_to_decoder.", "mask_token")
+
+
+def check_all_read(state: Reads, path: Path, with_decoder: bool) -> None:
+    skipped = CLASSIFIER_KEYS + (() if with_decoder else DECODER_KEYS)
+    unread = sorted(k for k in state if k not in state.read and not k.startswith(skipped))
+    if unread:
+        raise CheckpointError(f"{path}: tensors this VideoMAE layout does not have: {', '.join(unread[:8])}"
+                              f"{' ...' if len(unread) > 8 else ''}; is it another architecture?")
+
+
+def for_installed(state: dict, model: nn.Module) -> dict:
+    """transformers 5 names the query and value biases `query.bias` / `value.bias`; 4.x as its files do,
+    `q_bias` / `v_bias`: the renamed state in the names of the installed version's model."""
+    if not any(k.endswith("attention.attention.q_bias") for k in model.state_dict()):
+        return state
+    return {k.replace("attention.attention.query.bias", "attention.attention.q_bias")
+            .replace("attention.attention.value.bias", "attention.attention.v_bias"): v for k, v in state.items()}
+
+
 def count_blocks(state: dict, prefix: str) -> int:
     found = {int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", k))}
     return max(found) + 1 if found else 0
@@ -198,7 +233,7 @@ def from_original(path: Path, frames_per_clip: int, crop_size: int, with_decoder
                   heads: tuple[int | None, int | None] = (None, None)):
     """An original VideoMAE / VideoMAEv2 checkpoint: architecture from its shapes, clip size from the caller."""
     transformers = transformers_module()
-    state = original_state(path)
+    state = Reads(original_state(path))
     enc = "encoder." if any(k.startswith("encoder.patch_embed") for k in state) else ""
     proj = state[f"{enc}patch_embed.proj.weight"]
     width, channels, tubelet, patch, _ = proj.shape
@@ -225,8 +260,9 @@ def from_original(path: Path, frames_per_clip: int, crop_size: int, with_decoder
     if seed is not None and not with_decoder:
         return at_random(transformers.VideoMAEModel, config, seed)
     if not with_decoder:
+        check_all_read(state, path, with_decoder)
         model = transformers.VideoMAEModel(config).eval()
-        load_module_state(model, ours, "encoder", path)
+        load_module_state(model, for_installed(ours, model), "encoder", path)
         return model, None
     decoder_width = state["decoder.head.weight"].shape[1]
     config.decoder_hidden_size, config.decoder_num_attention_heads = decoder_width, heads[1] or decoder_width // 64
@@ -239,6 +275,7 @@ def from_original(path: Path, frames_per_clip: int, crop_size: int, with_decoder
         full |= renamed_block(state, f"decoder.blocks.{i}", f"decoder.decoder_layers.{i}")
     full |= {k: state[k] for k in ("encoder_to_decoder.weight", "mask_token", "decoder.norm.weight",
                                    "decoder.norm.bias", "decoder.head.weight", "decoder.head.bias")}
+    check_all_read(state, path, with_decoder)
     pretraining = transformers.VideoMAEForPreTraining(config).eval()
-    load_module_state(pretraining, full, "encoder and decoder", path)
+    load_module_state(pretraining, for_installed(full, pretraining), "encoder and decoder", path)
     return pretraining.videomae, pretraining
