@@ -467,8 +467,9 @@ def write_report(path: Path, metrics: dict, cfg: DreamConfig) -> None:
         "",
         f"{metrics['videos']} clips of `{cfg.data.list}`. From the first {metrics['context_slots']} time slots "
         "the predictor imagines one slot at a time, feeding each imagined slot back as context. Error: L1 to the "
-        "target encoder's (layer-normed) features of the real clip, divided by their mean L1 distance to the mean "
-        "feature (1.0 = no better than the mean). Baselines work in the space of "
+        "real clip in each model's own target space (a JEPA's: its target encoder's layer-normed features; a pixel "
+        "model's: the normalised pixel patches its decoder reconstructs), divided by their mean L1 distance to the "
+        "mean target (1.0 = no better than the mean). Baselines work in the space of "
         f"`{next(iter(metrics['baselines'].values()))['space']}`: copy the last context slot, extrapolate the last "
         "two linearly, and `position_mean`, each token position's average real feature over these clips (it knows "
         "the typical layout and nothing of the clip: a model no better than it predicts no clip-specific content).",
@@ -609,7 +610,7 @@ def main(cfg: DreamConfig) -> dict:
                         num_workers=cfg.data.num_workers, collate_fn=collate_videos)
     for m in models:
         m.to(device)
-    drawn = [m for m in models if cfg.models[m.name].kind == "checkpoint"] if cfg.decoder.enabled else []
+    drawn = [m for m in models if cfg.models[m.name].kind != "random"] if cfg.decoder.enabled else []
     t0 = time.perf_counter()
     decoders = train_decoders(drawn, cfg, out, device)  # random init gets none: its dreams are noise by construction
     timing = {"decoder_s": time.perf_counter() - t0, "strips_s": 0.0}

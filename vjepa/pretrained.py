@@ -253,6 +253,8 @@ def load_videomae_pretrained(path: str | Path, fallback: Architecture, with_pred
     log.info("%s: VideoMAE, %d wide, %d blocks, patch %d, tubelet %d, %d frames at %d px%s", path, encoder.embed_dim,
              encoder.depth, encoder.patch_size, encoder.tubelet_size, cfg.num_frames, cfg.image_size,
              ", with its decoder" if predictor is not None else "")
+    if seed is not None:
+        log.info("%s: its architecture at random init, seed %d", path, seed)
     which, source = ("encoder", str(path)) if seed is None else ("random", f"random init of {path}, seed {seed}")
     return Pretrained(frozen(encoder), frozen(predictor), arch, which, source)
 
