@@ -49,6 +49,22 @@ def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return x
 
 
+def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        x = x.clone()
+        dist.all_reduce(x)
+    return x
+
+
+def all_gather_lists(items: list, info: DistInfo) -> list:
+    """Every rank's list, concatenated in rank order; the same on every rank."""
+    if not info.enabled:
+        return list(items)
+    parts: list = [None] * info.world_size
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

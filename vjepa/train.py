@@ -123,14 +123,21 @@ class BatchStream:
 
 
 def train_step(model, objective: Objective, optimizer, clips, masks, momentum: float, clip_grad: float, autocast,
-               with_rankme: bool = False):
-    """Encode context, predict targets, loss, optimizer step, EMA update. Returns loss, stats and grad norm."""
+               with_rankme: bool = False, share: float = 1.0, dist: distributed.DistInfo = distributed.DistInfo()):
+    """Encode context, predict targets, loss, optimizer step, EMA update. Returns the global batch's loss (the
+    same on every rank), stats and grad norm.
+
+    `share`: this rank's clips over the mean per rank. DDP averages gradients over ranks, so a rank's loss
+    weighted by its share makes the step that of the mean loss over all clips the ranks hold, however unevenly
+    unreadable videos left them; a rank with none (share 0) still runs, so every rank meets every collective."""
     with autocast:
-        loss, stats = model(clips, masks, with_rankme=with_rankme)
-    if not torch.isfinite(loss):
-        return loss, stats, float("nan")
+        loss, stats = model(clips, masks, with_rankme=with_rankme, stand_in=share == 0.0)
+    weighted = loss * share if share != 1.0 else loss
+    mean = distributed.all_reduce_mean(weighted.detach().float(), dist)
+    if not torch.isfinite(mean):  # decided on the all-reduced loss, so every rank stops together
+        return mean, stats, float("nan")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    weighted.backward()
     params = [p for m in objective.trainable_modules() for p in m.parameters() if p.requires_grad]
     if clip_grad > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad, foreach=True)
@@ -138,7 +145,7 @@ def train_step(model, objective: Objective, optimizer, clips, masks, momentum: f
         grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
     optimizer.step()
     objective.after_step(momentum)
-    return loss.detach(), stats, float(grad_norm)
+    return mean, stats, float(grad_norm)
 
 
 def rank_masks(generators, cfg: PretrainConfig, dist: distributed.DistInfo, step: int, rows: int, device):
@@ -159,30 +166,6 @@ def flatten_clips(clips: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def check_finite_weights(objective: Objective, step: int, ckpt: Path) -> None:
-    """A finite loss can still be followed by an update that blows the weights up: never save those."""
-    params = [p.detach() for m in objective.trainable_modules() for p in m.parameters()]
-    if not torch.isfinite(torch.stack(torch._foreach_norm(params))).all():
-        raise TrainingDiverged(
-            f"weights became non-finite at step {step}; stopped without saving. The last good checkpoint "
-            f"(if any) is {ckpt}; lower optimization.lr or raise optimization.warmup_steps."
-        )
-
-
-def checkpoint_dict(objective: Objective, optimizer, cfg, step: int, epoch: int, loss: float, dist) -> dict:
-    return {
-        **objective.checkpoint_state(),
-        "opt": optimizer.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "loss": loss,
-        "batch_size": cfg.data.batch_size,
-        "world_size": dist.world_size,
-        "objective": cfg.objective,
-        "config": to_container(cfg),
-    }
 
 
 class Run:
@@ -206,6 +189,7 @@ class Run:
         self.objective = build_objective(cfg).to(self.device)
         o = cfg.optimization
         self.optimizer = build_optimizer(self.objective.trainable_modules(), o.lr, o.weight_decay, o.betas)
+        self.skips = SkipTracker()
         self.start_step = self.resume()
         self.model = self.objective
         if self.dist.enabled:
@@ -215,7 +199,6 @@ class Run:
         self.schedules = Schedules(o)
         self.autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                          else contextlib.nullcontext())
-        self.skips = SkipTracker()
         self.csv_log = None
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
@@ -237,6 +220,7 @@ class Run:
         ckpt = load_checkpoint(found)
         self.objective.load_checkpoint_state(ckpt, str(found))
         self.optimizer.load_state_dict(ckpt["opt"])
+        self.skips.reasons.update(ckpt.get("skipped_videos", {}))  # a resumed run neither recounts nor re-warns
         log.info("resumed from %s at step %d", found, int(ckpt["step"]))
         return int(ckpt["step"])
 
@@ -251,21 +235,25 @@ class Run:
         cfg = self.cfg
         t0 = time.perf_counter()
         batch = self.stream.get(step)
-        self.skips.update(batch["skipped"])
         data_time = time.perf_counter() - t0
         clips = flatten_clips(batch["clips"]).to(self.device, non_blocking=True)
+        own, total = clips.size(0), self.count_skips(clips.size(0), batch["skipped"])
         logged = self.dist.is_main and (step % cfg.logging.log_every == 0 or step + 1 == cfg.optimization.steps)
-        # a batch whose videos were all unreadable trains nothing; the step still counts, so the
-        # step -> batch map (and with it exact resumption) is unchanged
-        if clips.size(0) > 0:
+        # a step none of the ranks has a readable video for trains nothing, on all of them together; the step
+        # still counts, so the step -> batch map (and with it exact resumption) is unchanged
+        if total > 0:
+            if own == 0:  # this rank's videos were all unreadable: it takes part with weight 0
+                clips = self.placeholder_clip()
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # drop-path and anything else on torch's global RNG
             masks = rank_masks(self.generators, cfg, self.dist, step, clips.size(0), self.device)
             lr, wd, momentum = self.schedules(step)
             set_lr_wd(self.optimizer, lr, wd)
             with_rankme = logged and cfg.logging.rankme_every > 0 and step % cfg.logging.rankme_every == 0
             loss, stats, grad_norm = train_step(self.model, self.objective, self.optimizer, clips, masks, momentum,
-                                                cfg.optimization.clip_grad, self.autocast, with_rankme)
-            self.last_loss = float(distributed.all_reduce_mean(loss.detach().float(), self.dist))
+                                                cfg.optimization.clip_grad, self.autocast, with_rankme,
+                                                share=own * self.dist.world_size / total, dist=self.dist)
+            stats = stats if own else {}  # a placeholder's statistics describe nothing
+            self.last_loss = float(loss)
             if not math.isfinite(self.last_loss):
                 raise TrainingDiverged(
                     f"loss is {self.last_loss} at step {step}; stopped without saving. The last good checkpoint "
@@ -276,13 +264,27 @@ class Run:
                     "step": step, "epoch": step // self.stream.per_epoch, "loss": self.last_loss, "lr": lr, "wd": wd,
                     "momentum": momentum, "grad_norm": grad_norm,
                     **{k: float(stats.get(k, float("nan"))) for k in ("target_std", "pred_std", "rankme")},
-                    "clips_per_s": clips.size(0) * self.dist.world_size / step_time, "step_time": step_time,
+                    "clips_per_s": total / step_time, "step_time": step_time,
                     "data_time": data_time, "skipped_videos": self.skips.count, "elapsed": time.perf_counter() - self.t_run,
                 })
                 self.bar.set_postfix(loss=f"{self.last_loss:.4f}", lr=f"{lr:.2e}", skipped=self.skips.count, refresh=False)
         self.bar.update(1)
         self.checkpoint_if_due(step + 1)
         self.completed = step + 1
+
+    def count_skips(self, own: int, skipped: list) -> int:
+        """The readable clips of this step on all ranks; the main process hears of every unreadable file (one
+        line each, once). Every rank calls this every step: its collectives must meet."""
+        counts = distributed.all_reduce_sum(torch.tensor([own, len(skipped)], dtype=torch.long), self.dist)
+        if counts[1] > 0:
+            every = distributed.all_gather_lists(skipped, self.dist)
+            if self.dist.is_main:
+                self.skips.update(every)
+        return int(counts[0])
+
+    def placeholder_clip(self) -> torch.Tensor:
+        data = self.cfg.data
+        return torch.zeros(1, 3, data.frames_per_clip, data.crop_size, data.crop_size, device=self.device)
 
     def checkpoint_if_due(self, done: int) -> None:
         every, last = self.cfg.logging.checkpoint_every, self.cfg.optimization.steps
@@ -314,6 +316,7 @@ class Run:
             "world_size": self.dist.world_size,
             "objective": cfg.objective,
             "config": to_container(cfg),
+            "skipped_videos": dict(self.skips.reasons),
         }
 
     def save_now(self) -> None:

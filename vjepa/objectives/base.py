@@ -40,9 +40,12 @@ class Objective(nn.Module):
     #: keys of the config's `loss` section this objective takes as constructor keywords
     options: tuple[str, ...] = ()
 
-    def forward(self, clips: torch.Tensor, masks: Sequence[MaskPair], with_rankme: bool = False
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return the loss and detached statistics worth logging (RankMe, an SVD, only when asked)."""
+    def forward(self, clips: torch.Tensor, masks: Sequence[MaskPair], with_rankme: bool = False,
+                stand_in: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the loss and detached statistics worth logging (RankMe, an SVD, only when asked).
+
+        `stand_in`: the clips hold no data, only let a DDP rank without a readable video take part in
+        the step (its loss is weighted 0); a statistic shared across ranks must leave them out."""
         raise NotImplementedError
 
     def trainable_modules(self) -> list[nn.Module]:

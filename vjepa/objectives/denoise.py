@@ -47,7 +47,7 @@ class Denoising(Objective):
     def trainable_modules(self) -> list[nn.Module]:
         return [self.encoder, self.head]
 
-    def forward(self, clips, masks: Sequence[MaskPair] = (), with_rankme: bool = False):
+    def forward(self, clips, masks: Sequence[MaskPair] = (), with_rankme: bool = False, stand_in: bool = False):
         # drawn from torch's global RNG, which the loop seeds from (seed, step): exact resumption holds
         level = torch.rand(clips.size(0), device=clips.device)
         noise = torch.randn_like(clips)

@@ -26,15 +26,18 @@ def effective_rank(features: torch.Tensor, max_rows: int = 2048) -> torch.Tensor
     return torch.exp(-(p * p.log()).sum())
 
 
-def variance_hinge(features: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+def variance_hinge(features: torch.Tensor, eps: float = 1e-4, stand_in: bool = False) -> torch.Tensor:
     """VICReg's variance term: mean over channels of relu(1 - std), the std over all tokens [.., D].
 
     Under DDP the std is over the tokens of the whole global batch (sums all-reduced with autograd),
-    so N processes compute the loss and gradients one process with N times the batch would.
+    so N processes compute the loss and gradients one process with N times the batch would. A
+    `stand_in` batch (a rank with no readable video) adds no tokens to the sums.
     """
     z = features.float().flatten(0, -2)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        sums = dist_nn.all_reduce(torch.cat([z.sum(0), (z * z).sum(0), z.new_tensor([z.shape[0]])]))
+        z = z * 0.0 if stand_in else z
+        count = 0.0 if stand_in else float(z.shape[0])
+        sums = dist_nn.all_reduce(torch.cat([z.sum(0), (z * z).sum(0), z.new_tensor([count])]))
         d = z.shape[1]
         s1, s2, n = sums[:d], sums[d:2 * d], sums[-1]
         var = ((s2 - s1 * s1 / n) / (n - 1)).clamp_min(0)
@@ -79,7 +82,7 @@ class JEPA(Objective):
         h = self.target_encoder(clips)
         return F.layer_norm(h, (h.size(-1),))
 
-    def forward(self, clips, masks: Sequence[MaskPair], with_rankme: bool = False):
+    def forward(self, clips, masks: Sequence[MaskPair], with_rankme: bool = False, stand_in: bool = False):
         targets = self.target_features(clips)
         tokens = self.encoder.embed(clips)  # embedded once: every mask configuration gathers its context from it
         losses, preds = [], []
@@ -88,7 +91,7 @@ class JEPA(Objective):
             pred = self.predictor(ctx, ctx_idx, tgt_idx, mask_index=i)
             loss = prediction_loss(pred, gather_tokens(targets, tgt_idx), self.loss_exp)
             if self.var_reg:
-                loss = loss + self.var_reg * variance_hinge(ctx)
+                loss = loss + self.var_reg * variance_hinge(ctx, stand_in=stand_in)
             losses.append(loss)
             preds.append(pred.detach())
         loss = torch.stack(losses).mean()

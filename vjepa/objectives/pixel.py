@@ -66,7 +66,7 @@ class PixelReconstruction(Objective):
         """Per-patch normalised tubelet pixels [B, N, tubelet*patch*patch*C]."""
         return normalise_patches(patchify(clips.float(), self.tubelet, self.patch))
 
-    def forward(self, clips, masks: Sequence[MaskPair], with_rankme: bool = False):
+    def forward(self, clips, masks: Sequence[MaskPair], with_rankme: bool = False, stand_in: bool = False):
         targets = self.pixel_targets(clips)
         losses, contexts = [], []
         for i, (ctx_idx, tgt_idx) in enumerate(masks):
