@@ -124,20 +124,40 @@ def test_command_line_flags_win_over_the_cluster_config_file():
     assert args.overrides == ["optimization.lr=1e-3"] and SlurmConfig().time_min == 60
 
 
-def test_a_preemption_signal_during_a_step_is_handled_after_the_step():
-    order = []
-    previous = signal.signal(signal.SIGUSR2, lambda *_: order.append("handler"))
+@contextlib.contextmanager
+def armed(handler):
+    """`handler` as submitit's USR2 handler, armed as in a submitted job; the process's own handlers after."""
+    previous = {s: signal.getsignal(s) for s in preemption.SIGNALS}
+    signal.signal(signal.SIGUSR2, handler)
     preemption.arm()
     try:
+        yield
+    finally:
+        preemption.armed = False
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM], ids=["USR2", "TERM"])
+def test_a_preemption_signal_during_a_step_is_handled_after_the_step(signum):
+    order = []
+    with armed(lambda s, _: order.append(f"handler {signal.Signals(s).name}")):
         with preemption.deferred():
-            os.kill(os.getpid(), signal.SIGUSR2)
+            os.kill(os.getpid(), signum)
             time.sleep(0.05)  # a Python handler would run here, mid-step, if it were not deferred
             order.append("step done")
         order.append("next step")
-    finally:
-        preemption.armed = False
-        signal.signal(signal.SIGUSR2, previous)
-    assert order == ["step done", "handler", "next step"]
+    assert order == ["step done", f"handler {signum.name}", "next step"]
+
+
+def test_only_the_first_preemption_signal_saves_and_requeues():
+    # SLURM sends SIGTERM to the old processes of a job that has just requeued itself
+    calls = []
+    with armed(lambda s, _: calls.append(signal.Signals(s).name)):
+        for signum in (signal.SIGUSR2, signal.SIGTERM, signal.SIGTERM):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+    assert calls == ["SIGUSR2"]
 
 
 def test_a_preemption_signal_while_a_batch_loads_waits_until_that_step_is_done(tiny_world, tmp_path, monkeypatch):
@@ -156,15 +176,8 @@ def test_a_preemption_signal_while_a_batch_loads_waits_until_that_step_is_done(t
         return get(self, step)
 
     monkeypatch.setattr(train_module.BatchStream, "get", get_with_signal)
-    previous = signal.signal(signal.SIGUSR2, handler)
-    preemption.arm()
-    try:
-        with pytest.raises(SystemExit):
-            pretrain(tiny_pretrain_config(tiny_world, out, *TINY, "optimization.steps=6",
-                                          "logging.checkpoint_every=1000"))
-    finally:
-        preemption.armed = False
-        signal.signal(signal.SIGUSR2, previous)
+    with armed(handler), pytest.raises(SystemExit):
+        pretrain(tiny_pretrain_config(tiny_world, out, *TINY, "optimization.steps=6", "logging.checkpoint_every=1000"))
     assert load_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 3  # step 2 was trained, then the run stopped
     assert [int(r["step"]) for r in read_rows(out / "log.csv")] == [0, 1, 2]
 
@@ -194,7 +207,17 @@ def test_submitted_pretrain_completes_with_its_config_logs_and_checkpoint(submit
     assert load_checkpoint(run / "checkpoints" / "step_0000003.pt")["step"] == 3
 
 
-def test_interrupted_pretrain_requeues_itself_and_ends_exactly_like_an_uninterrupted_run(slurm_cluster, tiny_world, tmp_path):
+INTERRUPTIONS = {
+    # what SLURM sends `signal_delay_s` before the time limit (`--signal=USR2@...`), to every process of the job
+    "time limit (USR2)": lambda job_id, run: submitit.SlurmJob(folder=run / "slurm" / "%j", job_id=job_id)._interrupt(timeout=True),
+    # what SLURM preempts with, and what a user's `scancel --signal=TERM` sends: submitit alone only logs it
+    "preemption (TERM)": lambda job_id, run: subprocess.run(["scancel", "--signal=TERM", job_id], check=True),
+}
+
+
+@pytest.mark.parametrize("interrupt", INTERRUPTIONS.values(), ids=INTERRUPTIONS.keys())
+def test_interrupted_pretrain_requeues_itself_and_ends_exactly_like_an_uninterrupted_run(slurm_cluster, tiny_world, tmp_path,
+                                                                                         interrupt):
     # no periodic checkpoint to fall back on; a data-loader worker, which SLURM signals too
     steps = ["optimization.steps=16", "logging.checkpoint_every=1000", "data.num_workers=1"]
     run = tmp_path / "preempted"
@@ -203,15 +226,15 @@ def test_interrupted_pretrain_requeues_itself_and_ends_exactly_like_an_uninterru
     while not ((run / "log.csv").is_file() and len(read_rows(run / "log.csv")) >= 3):
         assert time.time() < deadline and jobs(job_id)[0]["JobState"] not in FINAL_STATES, jobs(job_id)
         time.sleep(0.2)
-    # what SLURM sends `signal_delay_s` before the time limit (`--signal=USR2@...`), to every process of the job
-    submitit.SlurmJob(folder=run / "slurm" / "%j", job_id=job_id)._interrupt(timeout=True)
+    interrupt(job_id, run)
     # the uninterrupted run, in this process, while the requeued job waits to start again
     pretrain(tiny_pretrain_config(tiny_world, tmp_path / "uninterrupted", *TINY, *steps))
     [info] = wait_until_completed(job_id, run)
 
     assert int(info["Restarts"]) >= 1
     log = (run / "slurm" / job_id / f"{job_id}_0_log.err").read_text()
-    assert "Caught signal SIGUSR2" in log  # submitit's handler, which called SubmittedRun.checkpoint
+    assert re.search(r"Caught signal SIG(USR2|TERM)", log)  # submitit's handler, which called SubmittedRun.checkpoint
+    assert log.count("Calling checkpoint method") == 1  # once, though SLURM signals the requeued job's processes again
     [saved] = map(int, re.findall(r"preempted: saved step (\d+)", log))  # by the training process only
     assert 3 <= saved < 16 and f"resumed from {run / 'checkpoints' / 'latest.pt'} at step {saved}" in log
     rows, reference = read_rows(run / "log.csv"), read_rows(tmp_path / "uninterrupted" / "log.csv")

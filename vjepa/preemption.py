@@ -1,8 +1,8 @@
 """Preemption: how a training run inside a SLURM job saves itself between two steps.
 
 SLURM warns a job before its time limit (USR2, `signal_delay_s` ahead) and preempts it with
-SIGTERM. The launcher (`vjepa.submit`) installs submitit's handlers, which checkpoint and requeue;
-this module makes them safe for a training loop. The loop registers `save_now` (write `latest.pt`
+SIGTERM. The launcher (`vjepa.submit`) installs submitit's handlers, which checkpoint and requeue
+on USR2; this module gives SIGTERM the same handler and makes it safe for a training loop. The loop registers `save_now` (write `latest.pt`
 for the last finished step) and runs each step, from loading its batch on, inside `deferred()`: a
 signal that arrives mid-step waits until the step's update, log row and step count are all done,
 so a checkpoint never holds a half-updated model, and the handler's exit never runs inside a data
@@ -16,6 +16,11 @@ import signal
 from typing import Any, Callable, Iterator, Optional
 
 
+def requeue_signal() -> signal.Signals:
+    """The signal submitit checkpoints and requeues on: USR2 unless `SUBMITIT_PREEMPT_SIGNAL` names another."""
+    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")]
+
+
 class Preemption:
     SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -24,23 +29,29 @@ class Preemption:
         self.save_now: Optional[Callable[[], None]] = None
 
     def arm(self) -> None:
-        """In a submitted job, once submitit's handlers are set: make them act in this process only.
+        """In a submitted job, once submitit's handlers are set: SIGTERM does what its USR2 does, once, in this process only.
 
-        SLURM signals every process of a job step; a forked data-loader worker that ran submitit's
-        handler would save its stale copy of the model and requeue the job itself.
+        submitit only logs SIGTERM, the signal SLURM preempts with (and `scancel --signal=TERM` sends): the
+        job would run on until SIGKILL and lose every step since its last checkpoint, so it gets the
+        checkpoint-and-requeue handler too. The first of the signals acts; the SIGTERM that SLURM sends
+        the requeued job's old processes while they exit must not save and requeue a second time. SLURM
+        signals every process of a job step; a forked data-loader worker that ran the handler would save
+        its stale copy of the model and requeue the job itself.
         """
         owner = os.getpid()
+        requeue = signal.getsignal(requeue_signal())
+        if not callable(requeue):
+            return
+        acted: list[int] = []
 
-        def in_owner_only(handler: Callable) -> Callable:
-            def handle(signum: int, frame: Any) -> None:
-                if os.getpid() == owner:
-                    handler(signum, frame)
-            return handle
+        def handle(signum: int, frame: Any) -> None:
+            if os.getpid() == owner and not acted:
+                acted.append(signum)
+                requeue(signum, frame)
 
+        self.SIGNALS = tuple({requeue_signal(), signal.SIGTERM})
         for s in self.SIGNALS:
-            handler = signal.getsignal(s)
-            if callable(handler):
-                signal.signal(s, in_owner_only(handler))
+            signal.signal(s, handle)
         self.armed = True
 
     def ignore_in_worker(self) -> None:
