@@ -43,17 +43,18 @@ TINY_MASKS = ("masks=[{type: multiblock, num_blocks: 8, spatial_scale: [0.15, 0.
               "{type: multiblock, num_blocks: 2, spatial_scale: [0.7, 0.7]}, {type: future, context_frames_range: [1, 3]}]")
 
 
+TINY_PRETRAIN = [  # a micro V-JEPA on the tiny world, as command-line overrides
+    "data.frames_per_clip=8", "data.frame_step=2", "data.crop_size=32", "data.batch_size=4", "data.num_workers=0",
+    "model.name=vit_micro", "model.depth=2", "model.pred_depth=1", "model.pred_embed_dim=48",
+    "optimization.warmup_steps=2", "logging.progress=false", "logging.rankme_every=2", TINY_MASKS,
+]
+
+
 def tiny_pretrain_config(world: Path, output: Path, *overrides: str):
     """A micro V-JEPA on the tiny world: 8 frames at 32x32, patch 8, tubelet 2 -> 4x4x4 tokens."""
     from vjepa.config import load_config
     from vjepa.train import PretrainConfig
 
-    base = [
-        f"data.train_list={world / 'train.txt'}", f"output={output}",
-        "data.frames_per_clip=8", "data.frame_step=2", "data.crop_size=32", "data.batch_size=4",
-        "data.num_workers=0", "model.name=vit_micro", "model.depth=2", "model.pred_depth=1",
-        "model.pred_embed_dim=48", "optimization.steps=6", "optimization.warmup_steps=2",
-        "logging.progress=false", "logging.checkpoint_every=100", "logging.rankme_every=2",
-        TINY_MASKS,
-    ]
+    base = [f"data.train_list={world / 'train.txt'}", f"output={output}", *TINY_PRETRAIN,
+            "optimization.steps=6", "logging.checkpoint_every=100"]
     return load_config(PretrainConfig, REPO / "configs/pretrain/tiny_world.yaml", [*base, *overrides])

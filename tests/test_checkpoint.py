@@ -1,9 +1,16 @@
-"""Checkpoints: atomic writes, official-layout prefixes, and loads that name every mismatch."""
+"""Checkpoints: atomic writes, a checksum that finds damage at load, official-layout prefixes, and loads that name
+every mismatch."""
+import struct
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
-from vjepa.checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint, strip_prefixes
+from conftest import REPO
+from vjepa.checkpoint import (CheckpointError, contents_crc32, load_checkpoint, load_module_state, resume_candidates,
+                              save_checkpoint, strip_prefixes)
 
 
 def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
@@ -58,3 +65,45 @@ def test_missing_or_corrupt_checkpoint_file_is_named(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):
         load_checkpoint(bad)
+
+
+def test_a_byte_damaged_after_saving_is_found_at_load(tmp_path):
+    path = save_checkpoint({"step": 3, "w": torch.full((1000,), 7.0)}, tmp_path / "latest.pt")
+    data = bytearray(path.read_bytes())
+    at = data.find(struct.pack("<f", 7.0) * 4)  # inside the tensor's bytes, which torch.load reads without a check
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"latest.pt is damaged"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_without_a_checksum_load_as_before(tmp_path):
+    torch.save({"encoder": {"w": torch.ones(2)}, "epoch": 1}, tmp_path / "official.pth.tar")  # as the official code saves
+    assert load_checkpoint(tmp_path / "official.pth.tar")["epoch"] == 1
+
+
+def test_the_checksum_covers_values_keys_and_tensors():
+    state = {"step": 3, "opt": {"state": {0: {"exp_avg": torch.zeros(4)}}, "param_groups": [{"lr": 0.1}]}}
+    crc = contents_crc32(state)
+    assert contents_crc32({**state, "crc32": 12345}) == crc  # its own entry aside
+    assert contents_crc32({**state, "step": 4}) != crc
+    assert contents_crc32({"step": 3, "opt": {"state": {1: {"exp_avg": torch.zeros(4)}}, "param_groups": [{"lr": 0.1}]}}) != crc
+    assert contents_crc32({"step": 3, "opt": {"state": {0: {"exp_avg": torch.zeros(2, 2)}}, "param_groups": [{"lr": 0.1}]}}) != crc
+
+
+def test_a_save_that_runs_out_of_space_keeps_the_previous_checkpoint_and_says_so(tmp_path):
+    path = save_checkpoint({"step": 1, "w": torch.zeros(10)}, tmp_path / "latest.pt")
+    # a real write limit in a child process: writes past 64 KiB fail with EFBIG, as a full disk fails with ENOSPC
+    code = ("import resource, torch; from vjepa.checkpoint import save_checkpoint; "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY)); "
+            f"save_checkpoint({{'step': 2, 'w': torch.zeros(100_000)}}, {str(path)!r})")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    assert f"CheckpointError: cannot write checkpoint {path}: File too large; latest.pt is as it was before" in result.stderr
+    assert load_checkpoint(path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_resume_candidates_are_latest_then_snapshots_newest_first(tmp_path):
+    for name in ("step_0000002.pt", "step_0000010.pt", "latest.pt", "step_notes.pt", "other.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in resume_candidates(tmp_path)] == ["latest.pt", "step_0000010.pt", "step_0000002.pt"]

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, tiny_pretrain_config
-from vjepa.checkpoint import load_checkpoint
+from conftest import REPO, TINY_PRETRAIN, tiny_pretrain_config
+from vjepa.checkpoint import CheckpointError, load_checkpoint
 from vjepa.data import DataError
 from vjepa.models.config import build_networks
 from vjepa.train import PretrainConfig, TrainingDiverged, pretrain
@@ -52,6 +52,62 @@ def test_resumed_run_continues_with_exactly_the_uninterrupted_losses(tiny_world,
     for key in ("encoder", "predictor", "target_encoder"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+
+
+def damage(path) -> None:
+    """Flip one byte in the middle of a file, as a bad disk or a torn copy would."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_resume_passes_over_damaged_checkpoints_to_the_newest_that_loads_and_ends_exactly(tiny_world, tmp_path, caplog):
+    common = ["optimization.schedule_steps=8", "logging.checkpoint_every=2", "logging.snapshot_every=2"]
+    pretrain(tiny_pretrain_config(tiny_world, tmp_path / "full", *common, "optimization.steps=8"))
+    split = tmp_path / "split"
+    pretrain(tiny_pretrain_config(tiny_world, split, *common, "optimization.steps=6"))
+    ckpts = split / "checkpoints"
+    (ckpts / "latest.pt").write_bytes((ckpts / "latest.pt").read_bytes()[:5000])  # a node died mid-copy
+    damage(ckpts / "step_0000006.pt")
+    pretrain(tiny_pretrain_config(tiny_world, split, *common, "optimization.steps=8", "resume=true"))
+
+    passed_over = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resume: ")]
+    assert len(passed_over) == 2 and "cannot read checkpoint" in passed_over[0] and "latest.pt" in passed_over[0]
+    assert f"{ckpts / 'step_0000006.pt'} is damaged" in passed_over[1]
+    assert any(f"resumed from {ckpts / 'step_0000004.pt'} at step 4" in r.getMessage() for r in caplog.records)
+    full, rows = read_rows(tmp_path / "full" / "log.csv"), read_rows(split / "log.csv")
+    assert [r["step"] for r in rows] == [str(s) for s in range(8)] and [r["loss"] for r in rows] == [r["loss"] for r in full]
+    a, b = load_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt"), load_checkpoint(ckpts / "latest.pt")
+    assert all(torch.equal(t, b["encoder"][k]) for k, t in a["encoder"].items())
+
+
+def test_resume_with_every_checkpoint_damaged_stops_naming_each_and_overwrites_none(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=2", "logging.snapshot_every=2"))
+    for name in ("latest.pt", "step_0000002.pt"):
+        damage(run / "checkpoints" / name)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .* could be read: .*latest.pt.*step_0000002.pt"):
+        pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=4", "resume=true"))
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_keeping_the_last_one(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=2", "logging.checkpoint_every=2"))
+    size = (run / "checkpoints" / "latest.pt").stat().st_size
+    # a real write limit on the resumed run: the log and the config fit, the next checkpoint does not
+    limit = f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({size // 2}, resource.RLIM_INFINITY))"
+    args = ["pretrain", f"data.train_list={tiny_world / 'train.txt'}", f"output={run}", "resume=true",
+            "optimization.steps=4", "logging.checkpoint_every=2", *TINY_PRETRAIN]
+    result = subprocess.run([sys.executable, "-c", f"{limit}; import sys; from app.cli import main; sys.exit(main({args!r}))"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"vjepa pretrain: error: cannot write checkpoint {run / 'checkpoints' / 'latest.pt'}: File too large; "
+        "latest.pt is as it was before")
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["latest.pt"]  # no temporary file left behind
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path):

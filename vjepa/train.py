@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vjepa import distributed
-from vjepa.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vjepa.checkpoint import load_newest, save_checkpoint
 from vjepa.config import choice, save_config, to_container
 from vjepa.data import DataConfig, DataError, SkipTracker, VideoDataset, batches_per_epoch, build_loader, train_dataset
 from vjepa.device import DEVICES, DTYPES, resolve_device, resolve_dtype
@@ -211,13 +211,13 @@ class Run:
         self.completed = self.start_step
 
     def resume(self) -> int:
-        """Load `latest.pt` when asked to resume; return the step to start from."""
-        found = latest_checkpoint(self.ckpt.parent) if self.cfg.resume else None
-        if found is None:
+        """Load the newest readable checkpoint when asked to resume; return the step to start from."""
+        newest = load_newest(self.ckpt.parent) if self.cfg.resume else None
+        if newest is None:
             if self.ckpt.exists() and self.dist.is_main:
                 log.warning("%s exists and resume=false: starting over and overwriting it", self.ckpt)
             return 0
-        ckpt = load_checkpoint(found)
+        found, ckpt = newest
         self.objective.load_checkpoint_state(ckpt, str(found))
         self.optimizer.load_state_dict(ckpt["opt"])
         self.skips.reasons.update(ckpt.get("skipped_videos", {}))  # a resumed run neither recounts nor re-warns
