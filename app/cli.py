@@ -85,9 +85,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (config, data, checkpoints): reported in one line, no traceback."""
     from vjepa.checkpoint import CheckpointError
     from vjepa.data import DataError
+    from vjepa.runlock import RunLocked
     from vjepa.train import TrainingDiverged
 
-    return ConfigError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError
+    return ConfigError, DataError, CheckpointError, RunLocked, TrainingDiverged, FileNotFoundError, ValueError
 
 
 # --------------------------------------------------------------------------- vjepa submit

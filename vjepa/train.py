@@ -30,6 +30,7 @@ from vjepa.objectives import build_objective as build_named_objective
 from vjepa.optim import OptimizationConfig, Schedules, build_optimizer, set_lr_wd
 from vjepa.preemption import preemption
 from vjepa.report import plot_training_curves
+from vjepa.runlock import RunLock, RunLocked
 from vjepa.runlog import CSVLog, progress, setup_logging
 
 log = logging.getLogger("vjepa.train")
@@ -179,7 +180,14 @@ class Run:
         self.device = torch.device("cuda", self.dist.local_rank) if device.type == "cuda" else device
         self.out = Path(cfg.output)
         self.ckpt = self.out / "checkpoints" / "latest.pt"
+        self.lock = self.lock_output()
+        try:
+            self.build(cfg)
+        except BaseException:
+            self.lock.release()
+            raise
 
+    def build(self, cfg: PretrainConfig) -> None:
         self.grid = token_grid(cfg.data.frames_per_clip, cfg.data.crop_size, cfg.model)
         self.generators = [build_mask_generator(m, self.grid) for m in cfg.masks]
         self.dataset = train_dataset(cfg.data, cfg.seed)
@@ -209,6 +217,20 @@ class Run:
         self.t_run = time.perf_counter()
         self.last_loss = float("nan")
         self.completed = self.start_step
+
+    def lock_output(self) -> RunLock:
+        """The main process holds the output folder's lock; every rank hears when it could not, so none waits in a
+        collective for a partner that has stopped."""
+        lock, refused = RunLock(self.out), ""
+        if self.dist.is_main:
+            try:
+                lock.acquire()
+            except RunLocked as exc:
+                refused = str(exc)
+        refused = distributed.all_gather_lists([refused], self.dist)[0]
+        if refused:
+            raise RunLocked(refused)
+        return lock
 
     def resume(self) -> int:
         """Load the newest readable checkpoint when asked to resume; return the step to start from."""
@@ -328,6 +350,7 @@ class Run:
         self.bar.close()
         if self.csv_log is not None:
             self.csv_log.close()
+        self.lock.release()
 
     def summary(self) -> dict:
         return {"output": str(self.out), "steps": self.cfg.optimization.steps, "final_loss": self.last_loss,
