@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +113,36 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_keeping_t
         "latest.pt is as it was before")
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["latest.pt"]  # no temporary file left behind
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def test_a_killed_loader_worker_stops_the_run_in_one_line_and_the_run_resumes(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "app", "pretrain", f"data.train_list={tiny_world / 'train.txt'}", f"output={run}",
+            *TINY_PRETRAIN, "data.num_workers=1", "logging.checkpoint_every=2"]
+    proc = subprocess.Popen([*args, "optimization.steps=100000"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((run / "checkpoints" / "latest.pt").is_file() and children(proc.pid)):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    for worker in children(proc.pid):
+        os.kill(worker, signal.SIGKILL)  # what the kernel's out-of-memory killer sends
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    # torch says one or the other, depending on whether its SIGCHLD handler or the batch's wait notices first
+    assert re.match(r"vjepa pretrain: error: a data-loader worker died during step \d+ \(DataLoader worker \(pid(\(s\))? "
+                    r"\d+\) (is killed by signal: Killed\.|exited unexpectedly)\)", last), last
+    kept = int(re.search(r"latest.pt \(step (\d+)\) is kept: rerun with resume=true", last).group(1))
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == kept
+
+    resumed = subprocess.run([*args, f"optimization.steps={kept + 4}", "resume=true"], cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0 and f"at step {kept}" in resumed.stderr, resumed.stderr[-3000:]
+    assert [int(r["step"]) for r in read_rows(run / "log.csv")] == list(range(kept + 4))
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path):

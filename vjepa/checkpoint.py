@@ -82,16 +82,17 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        failed = exc if isinstance(exc, OSError) else getattr(writer, "error", None)
-        if failed is not None:
+        failed = getattr(writer, "error", None) or exc  # torch.save reports a failed write as an unrelated error
+        if isinstance(failed, OSError):
             kept = f"{path.name} is as it was before" if path.exists() else f"there was no {path.name} before"
             raise CheckpointError(f"cannot write checkpoint {path}: {failed.strerror or failed}; {kept}") from exc
-        raise
+        raise failed
     return path
 
 
 class _WriteErrors:
-    """A file for torch.save that keeps the OSError of a failed write: torch reports it as an unrelated RuntimeError."""
+    """A file for torch.save that keeps what made a write fail (a full disk, a signal handler's exception): torch
+    reports it as an unrelated RuntimeError."""
 
     def __init__(self, file) -> None:
         self.file, self.error = file, None
@@ -99,7 +100,7 @@ class _WriteErrors:
     def write(self, data) -> int:
         try:
             return self.file.write(data)
-        except OSError as exc:
+        except Exception as exc:
             self.error = exc
             raise
 

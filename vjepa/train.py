@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,9 @@ def build_objective(cfg: PretrainConfig) -> Objective:
     """The recipe's objective with fresh networks: one mask token per mask configuration."""
     return build_named_objective(cfg.objective, cfg.model, cfg.data.frames_per_clip, cfg.data.crop_size,
                                  len(cfg.masks), cfg.loss)
+
+
+LOADER_WORKER_DIED = re.compile(r"DataLoader worker \(pids?\b")  # torch's words for a worker killed or exited
 
 
 class BatchStream:
@@ -198,6 +202,7 @@ class Run:
         o = cfg.optimization
         self.optimizer = build_optimizer(self.objective.trainable_modules(), o.lr, o.weight_decay, o.betas)
         self.skips = SkipTracker()
+        self.saved: tuple[Path, int] | None = None  # the newest checkpoint on disk and its step
         self.start_step = self.resume()
         self.model = self.objective
         if self.dist.enabled:
@@ -240,6 +245,7 @@ class Run:
                 log.warning("%s exists and resume=false: starting over and overwriting it", self.ckpt)
             return 0
         found, ckpt = newest
+        self.saved = found, int(ckpt["step"])
         self.objective.load_checkpoint_state(ckpt, str(found))
         self.optimizer.load_state_dict(ckpt["opt"])
         self.skips.reasons.update(ckpt.get("skipped_videos", {}))  # a resumed run neither recounts nor re-warns
@@ -310,13 +316,27 @@ class Run:
 
     def checkpoint_if_due(self, done: int) -> None:
         every, last = self.cfg.logging.checkpoint_every, self.cfg.optimization.steps
-        if not self.dist.is_main or (done % every and done != last):
+        if done % every and done != last:
+            return
+        if not self.dist.is_main:
+            self.saved = self.ckpt, done
             return
         self.check_finite_weights(done - 1)
         state = self.state(done)
         save_checkpoint(state, self.ckpt)
         if self.cfg.logging.snapshot_every and done % self.cfg.logging.snapshot_every == 0:
             save_checkpoint(state, self.ckpt.parent / f"step_{done:07d}.pt")
+        self.saved = self.ckpt, done
+
+    def loader_worker_died(self, step: int, exc: RuntimeError) -> DataError:
+        """torch raises a dead worker's RuntimeError wherever the main process is (even mid-forward): say what it
+        most likely was and what is kept. Nothing is saved after it: the model may be half-way through a step."""
+        kept = (f"{self.saved[0]} (step {self.saved[1]}) is kept: rerun with resume=true to go on from it"
+                if self.saved else "no checkpoint had been written yet")
+        return DataError(
+            f"a data-loader worker died during step {step} ({str(exc).strip()}). A worker killed by signal 9 is most "
+            f"often the kernel's out-of-memory killer: lower data.num_workers or data.batch_size, or ask for more "
+            f"memory. {kept}")
 
     def check_finite_weights(self, step: int) -> None:
         """A finite loss can still be followed by an update that blows the weights up: never save those."""
@@ -344,6 +364,7 @@ class Run:
     def save_now(self) -> None:
         """Write latest.pt for the last finished step (a preempted SLURM job calls this, then requeues)."""
         save_checkpoint(self.state(self.completed), self.ckpt)
+        self.saved = self.ckpt, self.completed
         log.info("preempted: saved step %d to %s", self.completed, self.ckpt)
 
     def close(self) -> None:
@@ -368,7 +389,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
             # saved. Loading is inside too: at an epoch's end the last loader is shut down in its __del__, and
             # Python ignores the SystemExit of a handler that runs there, so the job would train on, requeued
             with preemption.deferred():
-                run.train(step)
+                try:
+                    run.train(step)
+                except RuntimeError as exc:
+                    if not LOADER_WORKER_DIED.search(str(exc)):
+                        raise
+                    raise run.loader_worker_died(step, exc) from None
             distributed.barrier(run.dist)
     finally:
         preemption.save_now = None
