@@ -80,7 +80,7 @@ def demo_time(demo: Path) -> str:
     return f"{parts}; {int(total // 60)} min {int(total % 60)} s in all"
 
 
-def _commit() -> str:
+def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -127,7 +127,7 @@ def write_results(demo: Path, compare: Path | None, docs: Path, readme: Path) ->
         "# Results",
         "",
         f"Written by `python -m app.results --demo {demo}"
-        + (f" --compare {compare}" if compare else "") + f"` at {_commit()} on {date.today().isoformat()}, "
+        + (f" --compare {compare}" if compare else "") + f"` at {git_commit()} on {date.today().isoformat()}, "
         "from the run folders' own metrics; do not edit by hand.",
         "",
         "## The demo",

@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny physics world generated once per test session (no downloads)."""
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,36 @@ torch.set_num_threads(2)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class FaultRow:
+    """One row of docs/reliability.md, written by the test behind it once its assertions hold (`python -m app.faults`
+    sets VJEPA_FAULT_TABLE); a plain test run records nothing."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+
+    def record(self, fault: str, sees: str, kept: str) -> None:
+        table = os.environ.get("VJEPA_FAULT_TABLE")
+        if table:
+            sees = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\w+/[^/ ]+?\d*/", "…/", sees.strip())  # a test's folder
+            with open(table, "a") as f:
+                f.write(json.dumps({"fault": fault, "sees": sees, "kept": kept, "test": self.test}) + "\n")
+
+
+@pytest.fixture
+def fault(request) -> FaultRow:
+    return FaultRow(request.node.nodeid)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:  # `pytest -m fault` runs the tests behind the fault table
+        if "fault" in getattr(item, "fixturenames", ()):
+            item.add_marker("fault")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fault: a test behind a row of docs/reliability.md (it takes the `fault` fixture)")
 
 
 @pytest.fixture(scope="session")

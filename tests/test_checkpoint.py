@@ -58,23 +58,26 @@ def test_load_of_matching_weights_with_prefixes_succeeds():
     assert torch.equal(dst.weight, src.weight)
 
 
-def test_missing_or_corrupt_checkpoint_file_is_named(tmp_path):
+def test_missing_or_corrupt_checkpoint_file_is_named(tmp_path, fault):
     with pytest.raises(CheckpointError, match="nothere.pt"):
         load_checkpoint(tmp_path / "nothere.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pt"):
+    with pytest.raises(CheckpointError, match="bad.pt") as err:
         load_checkpoint(bad)
+    fault.record("a garbage file given as a checkpoint", str(err.value), "the file, untouched")
 
 
-def test_a_byte_damaged_after_saving_is_found_at_load(tmp_path):
+def test_a_byte_damaged_after_saving_is_found_at_load(tmp_path, fault):
     path = save_checkpoint({"step": 3, "w": torch.full((1000,), 7.0)}, tmp_path / "latest.pt")
     data = bytearray(path.read_bytes())
     at = data.find(struct.pack("<f", 7.0) * 4)  # inside the tensor's bytes, which torch.load reads without a check
     data[at] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"latest.pt is damaged"):
+    with pytest.raises(CheckpointError, match=r"latest.pt is damaged") as err:
         load_checkpoint(path)
+    fault.record("one byte flipped inside a checkpoint's tensor (torch.load alone reads it silently)", str(err.value),
+                 "the file, untouched; a resumed run passes over it to an older snapshot")
 
 
 def test_checkpoints_without_a_checksum_load_as_before(tmp_path):

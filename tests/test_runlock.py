@@ -29,7 +29,7 @@ def holder(output, job: str | None) -> subprocess.Popen:
     return proc
 
 
-def test_a_second_run_into_the_same_output_is_refused_naming_the_first(tiny_world, tmp_path):
+def test_a_second_run_into_the_same_output_is_refused_naming_the_first(tiny_world, tmp_path, fault):
     out = tmp_path / "run"
     first = subprocess.Popen(pretrain_cli(tiny_world, out, "optimization.steps=100000", "logging.checkpoint_every=2"),
                              cwd=REPO, stderr=subprocess.DEVNULL)
@@ -53,9 +53,13 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first(tiny_worl
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(out / "checkpoints" / "latest.pt")["step"] >= 4
+    fault.record("a second run started into the output folder of a running one", line,
+                 "the first run trains on, alone")
+    fault.record("a run killed with kill -9 while it checkpoints every 2 steps",
+                 "", "its last latest.pt; resume=true takes the lock and goes on without cleanup by hand")
 
 
-def test_a_requeued_slurm_job_takes_over_its_earlier_attempts_lock(tmp_path, monkeypatch, caplog):
+def test_a_requeued_slurm_job_takes_over_its_earlier_attempts_lock(tmp_path, monkeypatch, caplog, fault):
     # a node that died holding the lock on a network filesystem: the same job's next attempt goes on
     earlier = holder(tmp_path, job="4242")
     try:
@@ -66,6 +70,8 @@ def test_a_requeued_slurm_job_takes_over_its_earlier_attempts_lock(tmp_path, mon
         with RunLock(tmp_path) as lock:
             assert lock.holder()["pid"] == os.getpid()
         assert "taking over" in caplog.text and f"pid {earlier.pid}" in caplog.text
+        fault.record("a requeued SLURM job whose earlier attempt still seems to hold the lock (a dead node)",
+                     f"WARNING {caplog.records[-1].getMessage()}", "the run goes on under the same job")
     finally:
         earlier.kill()
         earlier.wait()

@@ -217,7 +217,7 @@ INTERRUPTIONS = {
 
 @pytest.mark.parametrize("interrupt", INTERRUPTIONS.values(), ids=INTERRUPTIONS.keys())
 def test_interrupted_pretrain_requeues_itself_and_ends_exactly_like_an_uninterrupted_run(slurm_cluster, tiny_world, tmp_path,
-                                                                                         interrupt):
+                                                                                         interrupt, request, fault):
     # no periodic checkpoint to fall back on; a data-loader worker, which SLURM signals too
     steps = ["optimization.steps=16", "logging.checkpoint_every=1000", "data.num_workers=1"]
     run = tmp_path / "preempted"
@@ -247,6 +247,10 @@ def test_interrupted_pretrain_requeues_itself_and_ends_exactly_like_an_uninterru
     for key in ("encoder", "predictor", "target_encoder"):
         for name, tensor in b[key].items():
             assert torch.allclose(a[key][name], tensor, rtol=0, atol=1e-5), f"{key}.{name}"
+    signal_line = re.search(r"WARNING submitit: (Caught signal .*)", log).group(1)
+    fault.record(f"a submitted run interrupted by SLURM's {request.node.callspec.id}",
+                 f"{signal_line}\npreempted: saved step {saved} ...\nresumed from latest.pt at step {saved}",
+                 "every step once; losses and weights equal an uninterrupted run")
 
 
 def test_probe_array_evaluates_each_checkpoint_in_its_own_job(submitted_pretrain, tiny_world, tmp_path):

@@ -66,7 +66,8 @@ def damage(path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_resume_passes_over_damaged_checkpoints_to_the_newest_that_loads_and_ends_exactly(tiny_world, tmp_path, caplog):
+def test_resume_passes_over_damaged_checkpoints_to_the_newest_that_loads_and_ends_exactly(tiny_world, tmp_path, caplog,
+                                                                                          fault):
     common = ["optimization.schedule_steps=8", "logging.checkpoint_every=2", "logging.snapshot_every=2"]
     pretrain(tiny_pretrain_config(tiny_world, tmp_path / "full", *common, "optimization.steps=8"))
     split = tmp_path / "split"
@@ -84,20 +85,25 @@ def test_resume_passes_over_damaged_checkpoints_to_the_newest_that_loads_and_end
     assert [r["step"] for r in rows] == [str(s) for s in range(8)] and [r["loss"] for r in rows] == [r["loss"] for r in full]
     a, b = load_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt"), load_checkpoint(ckpts / "latest.pt")
     assert all(torch.equal(t, b["encoder"][k]) for k, t in a["encoder"].items())
+    fault.record("resume=true with latest.pt truncated and the newest snapshot's bytes flipped",
+                 "\n".join(f"WARNING {m}" for m in passed_over),
+                 "resumes from the newest snapshot that loads (step 4); losses and weights equal an uninterrupted run")
 
 
-def test_resume_with_every_checkpoint_damaged_stops_naming_each_and_overwrites_none(tiny_world, tmp_path):
+def test_resume_with_every_checkpoint_damaged_stops_naming_each_and_overwrites_none(tiny_world, tmp_path, fault):
     run = tmp_path / "run"
     pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=2", "logging.snapshot_every=2"))
     for name in ("latest.pt", "step_0000002.pt"):
         damage(run / "checkpoints" / name)
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
-    with pytest.raises(CheckpointError, match=r"no checkpoint in .* could be read: .*latest.pt.*step_0000002.pt"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .* could be read: .*latest.pt.*step_0000002.pt") as err:
         pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=4", "resume=true"))
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+    fault.record("resume=true with every checkpoint damaged", f"vjepa pretrain: error: {err.value}",
+                 "every checkpoint file byte for byte; nothing started over")
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_keeping_the_last_one(tiny_world, tmp_path):
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_keeping_the_last_one(tiny_world, tmp_path, fault):
     run = tmp_path / "run"
     pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=2", "logging.checkpoint_every=2"))
     size = (run / "checkpoints" / "latest.pt").stat().st_size
@@ -113,13 +119,15 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_keeping_t
         "latest.pt is as it was before")
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["latest.pt"]  # no temporary file left behind
+    fault.record("a checkpoint write fails for lack of space (a real RLIMIT_FSIZE on the run)",
+                 result.stderr.strip().splitlines()[-1], "the previous latest.pt (step 2), loadable; no temporary file")
 
 
 def children(pid: int) -> list[int]:
     return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
 
 
-def test_a_killed_loader_worker_stops_the_run_in_one_line_and_the_run_resumes(tiny_world, tmp_path):
+def test_a_killed_loader_worker_stops_the_run_in_one_line_and_the_run_resumes(tiny_world, tmp_path, fault):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "app", "pretrain", f"data.train_list={tiny_world / 'train.txt'}", f"output={run}",
             *TINY_PRETRAIN, "data.num_workers=1", "logging.checkpoint_every=2"]
@@ -143,22 +151,26 @@ def test_a_killed_loader_worker_stops_the_run_in_one_line_and_the_run_resumes(ti
                              text=True, timeout=300)
     assert resumed.returncode == 0 and f"at step {kept}" in resumed.stderr, resumed.stderr[-3000:]
     assert [int(r["step"]) for r in read_rows(run / "log.csv")] == list(range(kept + 4))
+    fault.record("a data-loader worker killed with SIGKILL mid-run (as the OOM killer does)", last,
+                 "the last latest.pt; resume=true goes on from it with one log row per step")
 
 
-def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path, fault):
     run = tmp_path / "run"
     pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=2"))
     good = load_checkpoint(run / "checkpoints" / "latest.pt")
     blow_up = ["resume=true", "optimization.steps=6", "optimization.warmup_steps=0", "optimization.lr=1e30",
                "optimization.final_lr=1e30", "optimization.clip_grad=0", "logging.checkpoint_every=1"]
-    with pytest.raises(TrainingDiverged, match="latest.pt"):
+    with pytest.raises(TrainingDiverged, match="latest.pt") as err:
         pretrain(tiny_pretrain_config(tiny_world, run, *blow_up))
     kept = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert kept["step"] == 2
     assert all(torch.equal(v, kept["encoder"][k]) for k, v in good["encoder"].items())
+    fault.record("a diverging learning rate (1e30) with a checkpoint every step", f"vjepa pretrain: error: {err.value}",
+                 "the last good latest.pt (step 2), unchanged")
 
 
-def test_unreadable_videos_are_skipped_and_counted_in_the_log(tiny_world, tmp_path):
+def test_unreadable_videos_are_skipped_and_counted_in_the_log(tiny_world, tmp_path, caplog, fault):
     lines = (tiny_world / "train.txt").read_text().splitlines()[:10]
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00not a video" * 100)
     truncated = (tiny_world / lines[0].split()[0]).read_bytes()
@@ -171,23 +183,29 @@ def test_unreadable_videos_are_skipped_and_counted_in_the_log(tiny_world, tmp_pa
     summary = pretrain(cfg)
     rows = read_rows(tmp_path / "run" / "log.csv")
     assert summary["skipped_videos"] == 3 and rows[-1]["skipped_videos"] == "3"
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping ")]
+    assert len(warned) == 3  # once each, though every entry is read twice
+    fault.record("a list mixing good videos with a non-video, a missing and a truncated file",
+                 "\n".join(f"WARNING {m}" for m in warned), "training on the good ones; skipped_videos = 3 in log.csv")
 
 
-def test_a_list_without_a_readable_video_fails_naming_the_list(tmp_path):
+def test_a_list_without_a_readable_video_fails_naming_the_list(tmp_path, fault):
     (tmp_path / "bad.mp4").write_bytes(b"garbage")
     (tmp_path / "all_bad.txt").write_text(f"{tmp_path / 'bad.mp4'} 0\n{tmp_path / 'gone.mp4'} 1\n")
     cfg = tiny_pretrain_config(tmp_path, tmp_path / "run", f"data.train_list={tmp_path / 'all_bad.txt'}")
-    with pytest.raises(DataError, match="all_bad.txt"):
+    with pytest.raises(DataError, match="all_bad.txt") as err:
         pretrain(cfg)
+    fault.record("a list with no readable video", f"vjepa pretrain: error: {err.value}", "nothing written")
 
 
-def test_cli_reports_a_config_typo_in_one_line(tmp_path):
+def test_cli_reports_a_config_typo_in_one_line(tmp_path, fault):
     result = subprocess.run(
         [sys.executable, "-m", "app", "pretrain", f"output={tmp_path}", "optimization.lrr=0.1"],
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 2
     assert "optimization.lrr" in result.stderr and "Traceback" not in result.stderr
+    fault.record("a typo in a config key", result.stderr.strip().splitlines()[-1], "nothing written")
 
 
 def test_vitl16_recipe_builds_a_304m_parameter_encoder():

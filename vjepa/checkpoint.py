@@ -119,12 +119,20 @@ def load_checkpoint(path: str | Path) -> dict:
         # weights_only=False: our checkpoints carry the config dict and optimizer state
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path} ({path.stat().st_size} bytes): {read_failure(exc)}") from exc
     if isinstance(ckpt, dict) and CHECKSUM in ckpt:  # official and older checkpoints carry none
         expected = ckpt.pop(CHECKSUM)
         if contents_crc32(ckpt) != expected:
             raise CheckpointError(f"{path} is damaged: its contents do not match the checksum saved with them")
     return ckpt
+
+
+def read_failure(exc: Exception) -> str:
+    """What torch.load's error means: its zip reader's failures and EINVAL are a file cut short or not a checkpoint."""
+    text = str(exc).split(" This is an internal miniz error")[0].strip() or type(exc).__name__
+    if isinstance(exc, (EOFError, OSError)) or "zip archive" in text:
+        return f"truncated, or not a torch checkpoint ({text})"
+    return text
 
 
 def resume_candidates(folder: str | Path) -> list[Path]:
