@@ -1,5 +1,6 @@
 """The video data pipeline: lists, clip sampling, transforms, bad files and the loader."""
 import logging
+import os
 
 import av
 import numpy as np
@@ -23,6 +24,7 @@ from vjepa.data import (
     sample_clip_indices,
     sample_crop_box,
 )
+from vjepa.data.dataset import decord_stderr_captured
 
 CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 RAMP_STEP = 12  # frame k of a ramp video is a flat grey of intensity 12 * k
@@ -237,6 +239,46 @@ def test_bad_files_are_skipped_and_reported_once_while_good_ones_load(media, tmp
     warnings = [r.getMessage() for r in caplog.records if r.name == "vjepa.data"]
     assert sorted(warnings) == sorted(f"skipping {p}: {tracker.reasons[p]}" for p in bad)
     assert tracker.reasons[str(tmp_path / "missing.mp4")] == "file not found"
+
+
+def test_bad_files_leave_stderr_to_the_skip_reasons_in_the_main_process_and_in_workers(media, tmp_path, capfd, fault):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    bad = [str(tmp_path / "notes.mp4"), str(media / "truncated.mp4")]  # not a video; an H.264 file cut short
+    list_path = write_list(tmp_path / "l.txt", [f"{p} 0" for p in [media / "ramp.mp4", *bad]])
+    dataset = VideoDataset(list_path, frames_per_clip=2)
+    items = [dataset[i] for i in range(len(dataset))]
+    in_worker = [s for b in build_loader(dataset, batch_size=3, num_workers=1, drop_last=False) for s in b["skipped"]]
+    stderr = capfd.readouterr().err
+    assert "video_reader.cc" not in stderr and "ERROR opening" not in stderr
+    assert items[0]["clip"].shape == (3, 2, 32, 32)
+    reasons = {item.path: item.reason for item in items[1:]}
+    assert sorted(reasons) == sorted(bad) and dict(in_worker) == reasons
+    # decord's own account of the failure, which only its log line held, is in the reason
+    assert reasons[bad[0]] == "cannot decode (Invalid data found when processing input)"
+    assert reasons[bad[1]].startswith("cannot decode (") and "Error reading" not in reasons[bad[1]], reasons[bad[1]]
+    fault.record("decord's C++ 'ERROR opening' line for a non-video and a cut-short file, in the process and a worker",
+                 stderr, "each file's reason, with decord's cause in it, for the project's one line per file")
+
+
+def test_stderr_written_while_decord_reads_is_kept_but_for_its_log_lines_on_failure(capfd):
+    with decord_stderr_captured():
+        os.write(2, b"said during a good read\n")
+    with pytest.raises(RuntimeError), decord_stderr_captured():
+        os.write(2, b"[03:13:26] /src/video/video_reader.cc:83: ERROR opening: x.mp4, Invalid data\nnot decord's\n")
+        raise RuntimeError("Error reading x.mp4...")
+    assert capfd.readouterr().err == "said during a good read\nnot decord's\n"
+
+
+def test_videos_still_read_with_stderr_closed(media, tmp_path):
+    dataset = VideoDataset(write_list(tmp_path / "l.txt", [f"{media / 'ramp.mp4'} 0", f"{media / 'corrupt.mp4'} 0"]))
+    stderr = os.dup(2)
+    os.close(2)
+    try:
+        good, bad = dataset[0], dataset[1]
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+    assert good["clip"].shape[1] == 16 and bad.reason.startswith("cannot decode (")
 
 
 def test_a_batch_of_only_skipped_files_is_empty():

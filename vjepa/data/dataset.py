@@ -10,12 +10,15 @@ each bad file once through `SkipTracker`. A list with no readable video at all s
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import re
+import sys
+import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import decord
 import numpy as np
@@ -32,6 +35,8 @@ decord.bridge.set_bridge("native")
 # ffmpeg would print several lines per bad file, in every worker, every epoch; SkipTracker reports
 # each bad file once instead
 decord.logging.set_level(decord.logging.QUIET)
+# the '[time] file.cc:line: ' prefix of decord's C++ (dmlc) log lines and error messages
+DMLC_PREFIX = r"^\[[\d:]+\] \S+:\d+: "
 
 logger = logging.getLogger("vjepa.data")
 
@@ -82,7 +87,72 @@ def read_frames(video: decord.VideoReader, indices: np.ndarray) -> np.ndarray:
 def _decord_message(exc: Exception) -> str:
     """The first line of a decord error, without its '[time] file.cc:line:' prefix."""
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[0])
+    return re.sub(DMLC_PREFIX, "", lines[0])
+
+
+class CapturedStderr:
+    """What was written to file descriptor 2 while decord read one video; `failed` marks a read that failed."""
+
+    def __init__(self, file) -> None:
+        self.file, self.failed = file, False
+
+    def text(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+    def decord_cause(self) -> str:
+        """decord's own account of a failure ('Invalid data found when processing input'), or ''."""
+        lines = [re.sub(DMLC_PREFIX, "", line) for line in self.text().decode(errors="replace").splitlines()
+                 if re.match(DMLC_PREFIX, line)]
+        return re.sub(r"^ERROR opening: .*, ", "", lines[-1]) if lines else ""
+
+
+@contextlib.contextmanager
+def decord_stderr_captured() -> Iterator[CapturedStderr | None]:
+    """Hold back what is written to file descriptor 2 while decord reads one video.
+
+    decord's C++ layer logs 'video_reader.cc:83: ERROR opening: ...' straight to fd 2, whatever
+    decord.logging's level: a second report of every bad file, in every worker, every epoch. If the
+    read succeeds, the captured text is passed on as it was; if it fails (an exception, or `failed`
+    set), decord's log lines are dropped, the Skipped reason quoting them, and anything else is
+    passed on. With fd 2 closed it yields None: nothing would be printed anyway.
+    """
+    try:
+        real_stderr = os.dup(2)
+    except OSError:
+        yield None
+        return
+    try:
+        with tempfile.TemporaryFile() as file:
+            captured = CapturedStderr(file)
+            _flush_stderr()
+            os.dup2(file.fileno(), 2)
+            try:
+                yield captured
+            except BaseException:
+                captured.failed = True
+                raise
+            finally:
+                _flush_stderr()
+                os.dup2(real_stderr, 2)
+                text = captured.text()
+                if captured.failed:
+                    text = re.sub(DMLC_PREFIX.encode() + rb".*\n?", b"", text, flags=re.M)
+                _write_stderr(text)
+    finally:
+        os.close(real_stderr)
+
+
+def _flush_stderr() -> None:
+    """Let Python's buffered stderr text out before fd 2 moves, so it lands where it was meant to."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # sys.stderr None, broken or closed
+        sys.stderr.flush()
+
+
+def _write_stderr(data: bytes) -> None:
+    with contextlib.suppress(OSError):  # stderr gone: there is nowhere left to say it
+        while data:
+            data = data[os.write(2, data) :]
 
 
 class VideoDataset(Dataset):
@@ -146,12 +216,16 @@ class VideoDataset(Dataset):
             return Skipped(path, FILE_NOT_FOUND)
         if os.path.getsize(path) == 0:
             return Skipped(path, "empty file")
-        try:
-            if Path(path).suffix.lower() in IMAGE_SUFFIXES:
-                return self._read_image(path)
-            return self._read_video(path, rng)
-        except (RuntimeError, OSError, decord.DECORDError) as exc:  # decord raises RuntimeError on open
-            return Skipped(path, f"cannot decode ({_decord_message(exc)})")
+        with decord_stderr_captured() as stderr:
+            try:
+                if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+                    return self._read_image(path)
+                return self._read_video(path, rng)
+            except (RuntimeError, OSError, decord.DECORDError) as exc:  # decord raises RuntimeError on open
+                if stderr is None:
+                    return Skipped(path, f"cannot decode ({_decord_message(exc)})")
+                stderr.failed = True
+                return Skipped(path, f"cannot decode ({stderr.decord_cause() or _decord_message(exc)})")
 
     def _read_image(self, path: str) -> np.ndarray:
         with Image.open(path) as image:
