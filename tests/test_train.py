@@ -155,6 +155,25 @@ def test_a_killed_loader_worker_stops_the_run_in_one_line_and_the_run_resumes(ti
                  "the last latest.pt; resume=true goes on from it with one log row per step")
 
 
+def test_a_worker_killed_while_handing_over_a_batch_is_named_not_reported_as_a_reset_connection(tiny_world, tmp_path):
+    # killed mid-handover, the worker breaks the main process's shared-memory connection before torch sees it die
+    from vjepa.distributed import DistInfo
+    from vjepa.train import LOADER_WORKER_DIED, BatchStream
+    from vjepa.data import train_dataset
+
+    cfg = tiny_pretrain_config(tiny_world, tmp_path, "data.num_workers=2")
+    stream = BatchStream(train_dataset(cfg.data, cfg.seed), cfg, DistInfo())
+    stream.get(0)
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    assert stream._worker_death(reset, wait_s=0.2) is None  # every worker alive: the error is the connection's
+    victim = stream._iter._workers[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    death = stream._worker_death(reset)
+    assert str(death).strip() == f"DataLoader worker (pid {victim.pid}) is killed by signal: Killed."
+    assert death.__cause__ is reset
+    assert LOADER_WORKER_DIED.search(str(death))  # so pretrain reports it as the one-line worker death
+
+
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path, fault):
     run = tmp_path / "run"
     pretrain(tiny_pretrain_config(tiny_world, run, "optimization.steps=2"))

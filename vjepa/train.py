@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,33 @@ class BatchStream:
         if self._next_step != step or step % self.per_epoch == 0:
             self._open(step)
         self._next_step = step + 1
-        return next(self._iter)
+        try:
+            return next(self._iter)
+        except (ConnectionError, EOFError) as exc:
+            raise self._worker_death(exc) or exc
+
+    def _worker_death(self, exc: Exception, wait_s: float = 5.0) -> RuntimeError | None:
+        """A worker killed while it hands over a batch's shared memory breaks the handover's connection before
+        torch has seen the worker die (it then says only 'Connection reset by peer'): wait a moment for the dead
+        worker and name it in torch's own words, or None when every worker lives on."""
+        workers = getattr(self._iter, "_workers", [])
+        deadline = time.monotonic() + wait_s
+        try:
+            while not (dead := [w for w in workers if not w.is_alive()]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except RuntimeError as sigchld:  # torch's SIGCHLD handler, in these words, can name it first
+            if not LOADER_WORKER_DIED.search(str(sigchld)):
+                raise
+            sigchld.__cause__ = exc
+            return sigchld
+        if not dead:
+            return None
+        w = dead[0]
+        how = (f"is killed by signal: {signal.strsignal(-w.exitcode)}." if w.exitcode is not None and w.exitcode < 0
+               else f"exited unexpectedly with exit code {w.exitcode}")
+        error = RuntimeError(f"DataLoader worker (pid {w.pid}) {how}")
+        error.__cause__ = exc
+        return error
 
 
 # --------------------------------------------------------------------------- the step
