@@ -15,9 +15,10 @@ import torch
 
 from conftest import REPO, TINY_PRETRAIN, tiny_pretrain_config
 from vjepa.checkpoint import CheckpointError, load_checkpoint
-from vjepa.data import DataError
+from vjepa.data import DataError, train_dataset
+from vjepa.distributed import DistInfo
 from vjepa.models.config import build_networks
-from vjepa.train import PretrainConfig, TrainingDiverged, pretrain
+from vjepa.train import LOADER_WORKER_DIED, BatchStream, PretrainConfig, TrainingDiverged, pretrain
 from vjepa.config import ConfigError, load_config
 
 
@@ -157,10 +158,6 @@ def test_a_killed_loader_worker_stops_the_run_in_one_line_and_the_run_resumes(ti
 
 def test_a_worker_killed_while_handing_over_a_batch_is_named_not_reported_as_a_reset_connection(tiny_world, tmp_path):
     # killed mid-handover, the worker breaks the main process's shared-memory connection before torch sees it die
-    from vjepa.distributed import DistInfo
-    from vjepa.train import LOADER_WORKER_DIED, BatchStream
-    from vjepa.data import train_dataset
-
     cfg = tiny_pretrain_config(tiny_world, tmp_path, "data.num_workers=2")
     stream = BatchStream(train_dataset(cfg.data, cfg.seed), cfg, DistInfo())
     stream.get(0)
