@@ -233,6 +233,10 @@ def raw_sources(name: str, spec: SourceConfig, model: ModelConfig, features: Fea
 def timm_sources(name: str, spec: SourceConfig, model: ModelConfig, features: FeatureConfig) -> list[FeatureSource]:
     if not spec.timm_model:
         raise ValueError(f"models.{name}: kind timm needs models.{name}.timm_model=NAME")
+    fetching = sorted(set(spec.timm_args) & {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay"})
+    if fetching:  # these would let timm fetch weights from the hub, or replace the local file
+        raise ValueError(f"models.{name}.timm_args.{fetching[0]}: weights come only from "
+                         f"models.{name}.timm_weights=FILE here; drop it")
     if spec.timm_weights:
         return [timm_pretrained(name, spec, features)]
     sources = []

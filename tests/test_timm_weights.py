@@ -107,3 +107,11 @@ def test_a_weights_file_that_is_missing_or_does_not_fit_is_named(tmp_path):
     torch.save(dinov2_state(SIZE // PATCH), tmp_path / "w.pth")
     with pytest.raises(CheckpointError, match=r"w\.pth: does not load into timm model vit_small_patch14_dinov2"):
         dinov2_source(tmp_path / "w.pth", embed_dim=64)
+
+
+def test_timm_args_that_would_fetch_weights_from_the_hub_are_refused(tmp_path):
+    torch.save(dinov2_state(SIZE // PATCH), tmp_path / "w.pth")
+    for key, value in [("pretrained", True), ("pretrained_cfg_overlay", {"hf_hub_id": "x/y"})]:
+        refused = rf"models\.dinov2\.timm_args\.{key}: weights come only from models\.dinov2\.timm_weights=FILE"
+        with pytest.raises(ValueError, match=refused):
+            dinov2_source(tmp_path / "w.pth", **{key: value})
